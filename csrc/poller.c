@@ -1,0 +1,134 @@
+/*
+ * poller.c -- a thin epoll wrapper: the loop's only way to sleep on I/O.
+ *
+ * Sockets are registered once, edge-triggered for reading and writing
+ * ("edge"), and never re-armed: the Lua side keeps a readiness flag per
+ * descriptor and only waits when a call really would block.  Descriptors
+ * that are not sockets (stdin, the signal pipe) use level-triggered "read".
+ * wait() writes its events into a table the caller reuses, as pairs
+ * fd, flags (1 = readable, 2 = writable, 4 = hang-up or error), so a busy loop allocates nothing
+ * per event.  Errors and hang-ups wake both directions, so whoever waits
+ * sees the failure on its next call, as in redis's ae_epoll.c.
+ */
+#include <errno.h>
+#include <math.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "reverb.h"
+
+#define RV_POLLER "reverb.poller"
+#define MAXEVENTS 256
+
+typedef struct poller {
+  int fd;
+  struct epoll_event events[MAXEVENTS];
+} poller;
+
+static poller *checkpoller(lua_State *L) {
+  poller *p = (poller *)luaL_checkudata(L, 1, RV_POLLER);
+  if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed");
+  return p;
+}
+
+static int l_poller(lua_State *L) {
+  poller *p = (poller *)lua_newuserdatauv(L, sizeof *p, 0);
+  p->fd = -1;
+  luaL_setmetatable(L, RV_POLLER);
+  p->fd = epoll_create1(EPOLL_CLOEXEC);
+  if (p->fd < 0) return rv_fail(L, "epoll_create", errno, NULL);
+  return 1;
+}
+
+static const char *const modes[] = { "edge", "read", "write", NULL };
+static const uint32_t masks[] = {
+  EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, EPOLLIN, EPOLLOUT
+};
+
+static int ctl(lua_State *L, int op, const char *name) {
+  poller *p = checkpoller(L);
+  lua_Integer fd = luaL_checkinteger(L, 2);
+  struct epoll_event ev;
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 2, "not a descriptor");
+  ev.events = op == EPOLL_CTL_DEL ? 0 : masks[luaL_checkoption(L, 3, "edge", modes)];
+  ev.data.fd = (int)fd;
+  if (epoll_ctl(p->fd, op, (int)fd, &ev) < 0) return rv_fail(L, name, errno, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* p:add(fd [, mode]), p:mod(fd, mode), p:del(fd) */
+static int poller_add(lua_State *L) { return ctl(L, EPOLL_CTL_ADD, "epoll_add"); }
+static int poller_mod(lua_State *L) { return ctl(L, EPOLL_CTL_MOD, "epoll_mod"); }
+static int poller_del(lua_State *L) { return ctl(L, EPOLL_CTL_DEL, "epoll_del"); }
+
+/* p:wait(timeout, out) -> n.  timeout in seconds, nil or negative for
+   none; rounded up to the millisecond so a timer never fires early.  A
+   signal ends the wait with n = 0. */
+static int poller_wait(lua_State *L) {
+  poller *p = checkpoller(L);
+  lua_Number t = luaL_optnumber(L, 2, -1);
+  int ms = t < 0 ? -1 : t > 86400 ? 86400000 : (int)ceil(t * 1000);
+  int n, i;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = epoll_wait(p->fd, p->events, MAXEVENTS, ms);
+  if (n < 0) {
+    if (errno != EINTR) return rv_fail(L, "epoll_wait", errno, NULL);
+    n = 0;
+  }
+  for (i = 0; i < n; i++) {
+    uint32_t e = p->events[i].events;
+    int flags = 0;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= 1;
+    if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) flags |= 2;
+    if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= 4;
+    lua_pushinteger(L, p->events[i].data.fd);
+    lua_rawseti(L, 3, 2 * i + 1);
+    lua_pushinteger(L, flags);
+    lua_rawseti(L, 3, 2 * i + 2);
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int poller_close(lua_State *L) {
+  poller *p = (poller *)luaL_checkudata(L, 1, RV_POLLER);
+  if (p->fd >= 0) {
+    int fd = p->fd;
+    p->fd = -1;
+    close(fd);
+  }
+  return 0;
+}
+
+static int poller_fileno(lua_State *L) {
+  lua_pushinteger(L, checkpoller(L)->fd);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  { "add", poller_add },
+  { "mod", poller_mod },
+  { "del", poller_del },
+  { "wait", poller_wait },
+  { "close", poller_close },
+  { "fileno", poller_fileno },
+  { NULL, NULL }
+};
+
+void rv_poller_init(lua_State *L) {
+  luaL_newmetatable(L, RV_POLLER);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, poller_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, poller_close);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+}
+
+const luaL_Reg rv_poller_funcs[] = {
+  { "poller", l_poller },
+  { NULL, NULL }
+};

@@ -1,0 +1,74 @@
+/*
+ * process.c -- the process around the loop: the monotonic clock, fork and
+ * wait for --workers, and whether a descriptor is a terminal.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reverb.h"
+
+/* core.now() -> monotonic seconds, as a float */
+static int l_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
+/* core.fork() -> child pid in the parent, 0 in the child */
+static int l_fork(lua_State *L) {
+  pid_t pid;
+  fflush(NULL);   /* or both processes would flush the same buffered output */
+  pid = fork();
+  if (pid < 0) return rv_fail(L, "fork", errno, NULL);
+  if (pid == 0) rv_signal_afterfork();
+  lua_pushinteger(L, pid);
+  return 1;
+}
+
+/* core.waitpid([pid [, nohang]]) -> pid, "exit", status | pid, "signal", signo
+   | nil when nohang and no child has changed state */
+static int l_waitpid(lua_State *L) {
+  pid_t pid = (pid_t)luaL_optinteger(L, 1, -1);
+  int options = lua_toboolean(L, 2) ? WNOHANG : 0;
+  int status = 0;
+  pid_t r;
+  do r = waitpid(pid, &status, options);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return rv_fail(L, "waitpid", errno, NULL);
+  if (r == 0) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushinteger(L, r);
+  if (WIFSIGNALED(status)) {
+    lua_pushliteral(L, "signal");
+    lua_pushinteger(L, WTERMSIG(status));
+  } else {
+    lua_pushliteral(L, "exit");
+    lua_pushinteger(L, WEXITSTATUS(status));
+  }
+  return 3;
+}
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+const luaL_Reg rv_process_funcs[] = {
+  { "now", l_now },
+  { "fork", l_fork },
+  { "waitpid", l_waitpid },
+  { "getpid", l_getpid },
+  { "isatty", l_isatty },
+  { NULL, NULL }
+};

@@ -1,0 +1,88 @@
+/*
+ * reverb.h -- the private header of the reverb.core module.
+ *
+ * Each .c file owns one concern (errors, addresses, the socket userdata,
+ * data transfer, options, the poller, signals, processes) and exports its
+ * Lua functions through a luaL_Reg table declared here.  Only
+ * luaopen_reverb_core leaves the shared object; everything else is
+ * hidden with the visibility attribute below.
+ */
+#ifndef REVERB_H
+#define REVERB_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#define RV_HIDDEN __attribute__((visibility("hidden")))
+
+#define RV_SOCKET "reverb.socket"   /* metatable name of sockets */
+#define RV_ERROR  "reverb.error"    /* metatable name of error objects */
+
+/* Largest single recv/send reverb will do; larger requests are clamped. */
+#define RV_MAXIO (1 << 24)
+
+typedef struct rv_socket {
+  int fd;        /* -1 once closed: closed is a state, set before close(2) */
+  int family;    /* AF_INET, AF_INET6, AF_UNIX */
+  int type;      /* SOCK_STREAM, SOCK_DGRAM */
+  int blocking;  /* mirrors O_NONBLOCK, so tostring and accept need no fcntl */
+} rv_socket;
+
+/* An address as the system wants it, with its printable form. */
+typedef struct rv_addr {
+  struct sockaddr_storage ss;
+  socklen_t len;
+} rv_addr;
+
+/* The module's entry point, the one exported symbol. */
+__attribute__((visibility("default"))) int luaopen_reverb_core(lua_State *L);
+
+/* error.c: the one way a failure reaches Lua. */
+RV_HIDDEN int rv_fail(lua_State *L, const char *op, int err, const char *address);
+RV_HIDDEN void rv_pusherror(lua_State *L, const char *op, int err,
+                            const char *address);
+RV_HIDDEN int rv_fail_gai(lua_State *L, const char *op, int gaierr,
+                          const char *address);
+RV_HIDDEN int rv_fail_msg(lua_State *L, const char *op, int err,
+                          const char *message);
+RV_HIDDEN void rv_error_init(lua_State *L);
+RV_HIDDEN const char *rv_errname(int err);
+extern RV_HIDDEN const luaL_Reg rv_error_funcs[];
+
+/* address.c: resolution and formatting. */
+RV_HIDDEN int rv_resolve(lua_State *L, const char *op, int family, int type,
+                         const char *host, lua_Integer port, int passive,
+                         rv_addr *out);
+RV_HIDDEN int rv_unixaddr(lua_State *L, const char *op, const char *path,
+                          rv_addr *out);
+RV_HIDDEN void rv_addr_format(const struct sockaddr *sa, socklen_t len,
+                              char *buf, size_t size);
+RV_HIDDEN int rv_push_addr(lua_State *L, const struct sockaddr *sa,
+                           socklen_t len);
+RV_HIDDEN int rv_getaddr(lua_State *L, rv_socket *s, int argidx,
+                         const char *op, rv_addr *out, char *text, size_t size);
+
+/* socket.c: the userdata. */
+RV_HIDDEN rv_socket *rv_check(lua_State *L, int idx, const char *op);
+RV_HIDDEN rv_socket *rv_newsocket(lua_State *L, int family, int type);
+RV_HIDDEN void rv_socket_init(lua_State *L);
+extern RV_HIDDEN const luaL_Reg rv_socket_funcs[];
+extern RV_HIDDEN const luaL_Reg rv_socket_methods[];
+
+/* io.c, options.c: more socket methods. */
+extern RV_HIDDEN const luaL_Reg rv_io_methods[];
+extern RV_HIDDEN const luaL_Reg rv_io_funcs[];
+RV_HIDDEN void rv_io_init(lua_State *L);
+extern RV_HIDDEN const luaL_Reg rv_option_methods[];
+
+/* poller.c, signal.c, process.c: what the loop needs. */
+RV_HIDDEN void rv_poller_init(lua_State *L);
+extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
+extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
+RV_HIDDEN void rv_signal_afterfork(void);
+extern RV_HIDDEN const luaL_Reg rv_process_funcs[];
+
+#endif

@@ -1,0 +1,261 @@
+/*
+ * socket.c -- the socket userdata: creating, binding, listening,
+ * accepting, connecting, shutting down and closing.
+ *
+ * As in liolib.c, a socket is born closed (fd = -1) and only then gets its
+ * descriptor, so a memory error can never leave a descriptor without an
+ * owner; close, __gc and __close share one idempotent close.  Every
+ * descriptor is close-on-exec from birth (SOCK_CLOEXEC, accept4), and
+ * EINTR never reaches Lua.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "reverb.h"
+
+static const char *const family_names[] = { "inet", "inet6", "unix", NULL };
+static const int family_values[] = { AF_INET, AF_INET6, AF_UNIX };
+static const char *const type_names[] = { "stream", "dgram", NULL };
+static const int type_values[] = { SOCK_STREAM, SOCK_DGRAM };
+
+rv_socket *rv_newsocket(lua_State *L, int family, int type) {
+  rv_socket *s = (rv_socket *)lua_newuserdatauv(L, sizeof *s, 0);
+  s->fd = -1;
+  s->family = family;
+  s->type = type;
+  s->blocking = 1;
+  luaL_setmetatable(L, RV_SOCKET);
+  return s;
+}
+
+rv_socket *rv_check(lua_State *L, int idx, const char *op) {
+  rv_socket *s = (rv_socket *)luaL_checkudata(L, idx, RV_SOCKET);
+  if (s->fd < 0) rv_fail_msg(L, op, EBADF, "socket is closed");
+  return s;
+}
+
+/* core.socket([family [, type]]) */
+static int l_socket(lua_State *L) {
+  int family = family_values[luaL_checkoption(L, 1, "inet", family_names)];
+  int type = type_values[luaL_checkoption(L, 2, "stream", type_names)];
+  rv_socket *s = rv_newsocket(L, family, type);
+  s->fd = socket(family, type | SOCK_CLOEXEC, 0);
+  if (s->fd < 0) return rv_fail(L, "socket", errno, NULL);
+  return 1;
+}
+
+/* core.socketpair([type]) -> two connected unix sockets */
+static int l_socketpair(lua_State *L) {
+  int type = type_values[luaL_checkoption(L, 1, "stream", type_names)];
+  rv_socket *a = rv_newsocket(L, AF_UNIX, type);
+  rv_socket *b = rv_newsocket(L, AF_UNIX, type);
+  int fds[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) < 0)
+    return rv_fail(L, "socketpair", errno, NULL);
+  a->fd = fds[0];
+  b->fd = fds[1];
+  return 2;
+}
+
+static int sock_bind(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "bind");
+  rv_addr a;
+  char text[300];
+  rv_getaddr(L, s, 2, "bind", &a, text, sizeof text);
+  if (bind(s->fd, (struct sockaddr *)&a.ss, a.len) < 0)
+    return rv_fail(L, "bind", errno, text);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_listen(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "listen");
+  lua_Integer backlog = luaL_optinteger(L, 2, SOMAXCONN);
+  if (backlog < 0 || backlog > 65535) backlog = SOMAXCONN;
+  if (listen(s->fd, (int)backlog) < 0) return rv_fail(L, "listen", errno, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* accept() -> socket, host, port | socket, path | nil (would block).
+   The new socket inherits the listener's blocking mode, as on the BSDs:
+   a server on a loop wants non-blocking clients and this saves an fcntl
+   per connection. */
+static int sock_accept(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "accept");
+  struct sockaddr_storage ss;
+  socklen_t len;
+  rv_socket *c = rv_newsocket(L, s->family, s->type);
+  int flags = SOCK_CLOEXEC | (s->blocking ? 0 : SOCK_NONBLOCK);
+  do {
+    len = sizeof ss;
+    c->fd = accept4(s->fd, (struct sockaddr *)&ss, &len, flags);
+  } while (c->fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (c->fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      luaL_pushfail(L);
+      return 1;
+    }
+    return rv_fail(L, "accept", errno, NULL);
+  }
+  c->blocking = s->blocking;
+  return 1 + rv_push_addr(L, (struct sockaddr *)&ss, len);
+}
+
+/* A blocking connect interrupted by a signal goes on in the kernel;
+   calling connect again would say EALREADY, so wait for it and read
+   SO_ERROR instead. */
+static int finish_interrupted(int fd) {
+  struct pollfd p = { fd, POLLOUT, 0 };
+  int err = 0;
+  socklen_t len = sizeof err;
+  while (poll(&p, 1, -1) < 0)
+    if (errno != EINTR) return errno;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
+  return err;
+}
+
+/* connect(host, port) -> true | false (in progress, non-blocking) */
+static int sock_connect(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "connect");
+  rv_addr a;
+  char text[300];
+  int err = 0;
+  rv_getaddr(L, s, 2, "connect", &a, text, sizeof text);
+  if (connect(s->fd, (struct sockaddr *)&a.ss, a.len) < 0) {
+    err = errno;
+    if (err == EINTR) err = s->blocking ? finish_interrupted(s->fd) : EINPROGRESS;
+  }
+  if (err == EINPROGRESS && !s->blocking) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (err != 0) return rv_fail(L, "connect", err, text);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_shutdown(lua_State *L) {
+  static const char *const hows[] = { "read", "write", "both", NULL };
+  static const int values[] = { SHUT_RD, SHUT_WR, SHUT_RDWR };
+  rv_socket *s = rv_check(L, 1, "shutdown");
+  int how = values[luaL_checkoption(L, 2, "both", hows)];
+  if (shutdown(s->fd, how) < 0) return rv_fail(L, "shutdown", errno, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* The one close: idempotent, shared by close, __gc and __close.  Linux
+   releases the descriptor even when close(2) fails, so it is never
+   retried and its error is not worth raising. */
+static int sock_close(lua_State *L) {
+  rv_socket *s = (rv_socket *)luaL_checkudata(L, 1, RV_SOCKET);
+  if (s->fd >= 0) {
+    int fd = s->fd;
+    s->fd = -1;
+    close(fd);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_setblocking(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "setblocking");
+  int blocking = lua_toboolean(L, 2);
+  int flags = fcntl(s->fd, F_GETFL);
+  luaL_checkany(L, 2);
+  if (flags < 0) return rv_fail(L, "setblocking", errno, NULL);
+  flags = blocking ? (flags & ~O_NONBLOCK) : (flags | O_NONBLOCK);
+  if (fcntl(s->fd, F_SETFL, flags) < 0) return rv_fail(L, "setblocking", errno, NULL);
+  s->blocking = blocking;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_fileno(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "fileno");
+  lua_pushinteger(L, s->fd);
+  return 1;
+}
+
+static int sock_getsockname(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "getsockname");
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0)
+    return rv_fail(L, "getsockname", errno, NULL);
+  return rv_push_addr(L, (struct sockaddr *)&ss, len);
+}
+
+static int sock_getpeername(lua_State *L) {
+  rv_socket *s = rv_check(L, 1, "getpeername");
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(s->fd, (struct sockaddr *)&ss, &len) < 0)
+    return rv_fail(L, "getpeername", errno, NULL);
+  return rv_push_addr(L, (struct sockaddr *)&ss, len);
+}
+
+/* "reverb.socket: fd 7, inet stream, 127.0.0.1:8080 -> 127.0.0.1:50512" */
+static int sock_tostring(lua_State *L) {
+  rv_socket *s = (rv_socket *)luaL_checkudata(L, 1, RV_SOCKET);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char here[300] = "", there[300] = "";
+  if (s->fd < 0) {
+    lua_pushliteral(L, "reverb.socket: closed");
+    return 1;
+  }
+  if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == 0)
+    rv_addr_format((struct sockaddr *)&ss, len, here, sizeof here);
+  len = sizeof ss;
+  if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0) {
+    there[0] = ' ';
+    there[1] = '-';
+    there[2] = '>';
+    there[3] = ' ';
+    rv_addr_format((struct sockaddr *)&ss, len, there + 4, sizeof there - 4);
+  }
+  lua_pushfstring(L, "reverb.socket: fd %d, %s %s, %s%s", s->fd,
+                  s->family == AF_INET ? "inet" : s->family == AF_INET6 ? "inet6" : "unix",
+                  s->type == SOCK_STREAM ? "stream" : "dgram", here, there);
+  return 1;
+}
+
+const luaL_Reg rv_socket_funcs[] = {
+  { "socket", l_socket },
+  { "socketpair", l_socketpair },
+  { NULL, NULL }
+};
+
+const luaL_Reg rv_socket_methods[] = {
+  { "bind", sock_bind },
+  { "listen", sock_listen },
+  { "accept", sock_accept },
+  { "connect", sock_connect },
+  { "shutdown", sock_shutdown },
+  { "close", sock_close },
+  { "setblocking", sock_setblocking },
+  { "fileno", sock_fileno },
+  { "getsockname", sock_getsockname },
+  { "getpeername", sock_getpeername },
+  { NULL, NULL }
+};
+
+/* Creates the socket metatable; the methods of io.c and options.c are
+   added to its __index table by core.c. */
+void rv_socket_init(lua_State *L) {
+  luaL_newmetatable(L, RV_SOCKET);
+  lua_pushcfunction(L, sock_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, sock_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, sock_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}

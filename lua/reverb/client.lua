@@ -1,0 +1,62 @@
+--- reverb.client: reverb.connect, a stream to a server.
+--
+-- The socket is non-blocking from the start; the connect waits on the loop
+-- (so it works in tasks and at top level) and its outcome is read from
+-- SO_ERROR. A failure closes the socket before raising: nothing leaks.
+
+local core = require "reverb.core"
+local loop = require "reverb.loop"
+local stream = require "reverb.stream"
+
+local function fail(sock, err)
+  sock:close()
+  error(err, 0)
+end
+
+--- connect(host, port [, opts]) or connect{host=, port=} or connect{unix=path}
+-- opts: timeout (seconds, for the connect and every later wait), nodelay,
+-- max_line.
+local function connect(host, port, opts)
+  if type(host) == "table" then
+    opts = host
+    host, port = opts.host, opts.port
+  end
+  opts = opts or {}
+  local family, peer
+  if opts.unix then
+    family, host, peer = "unix", opts.unix, opts.unix
+  else
+    if type(host) ~= "string" then
+      error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
+    end
+    if math.type(port) ~= "integer" then
+      error("bad argument #2 to 'connect' (integer port expected, got " .. type(port) .. ")", 2)
+    end
+    family = host:find(":", 1, true) and "inet6" or "inet"
+    peer = (family == "inet6" and "[" .. host .. "]" or host) .. ":" .. port
+  end
+  local sock = core.socket(family)
+  sock:setblocking(false)
+  local ok, done = pcall(sock.connect, sock, host, port)
+  if not ok then fail(sock, done) end
+  local conn = stream.new(sock, peer, opts)
+  if not done then
+    conn.wready = false
+    local t = opts.timeout
+    local r = loop.wait(conn, "wco", t and core.now() + t)
+    if r ~= true then
+      conn:close()
+      error(core.error("connect", "ETIMEDOUT", "timed out", peer))
+    end
+    local err = sock:getoption("error")
+    if err then
+      err.address = peer
+      conn:close()
+      error(err)
+    end
+  end
+  if opts.nodelay then sock:setoption("nodelay", true) end
+  return conn
+end
+
+return { connect = connect }

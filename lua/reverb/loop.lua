@@ -1,0 +1,359 @@
+--- reverb.loop: the scheduler. Tasks are coroutines; the loop resumes them
+-- when what they wait for happens: a descriptor is ready, a timer is due,
+-- another task wakes them.
+--
+-- How a wait works. Everything that waits calls `wait(w, field, deadline)`
+-- with a watcher `w` (a table owning a descriptor: a stream, a listener, a
+-- datagram socket) and the field to park in, "rco" for reading or "wco"
+-- for writing. Inside a task, the task parks itself there and yields the
+-- private WAIT marker. At top level (a script's main chunk, the REPL) the
+-- waiter is MAIN and the loop is run right here until MAIN is woken, so
+-- servers and other tasks keep running meanwhile.
+--
+-- Descriptors are registered with epoll once, edge-triggered. The
+-- dispatcher sets `w.rready` / `w.wready` and wakes whoever is parked;
+-- the I/O code clears those flags when the kernel says "would block" (or
+-- a short read shows the socket is drained), so a call that can complete
+-- at once never touches epoll.
+
+local core = require "reverb.core"
+local heap = require "reverb.heap"
+
+local create, resume, running, yield, cclose =
+  coroutine.create, coroutine.resume, coroutine.running, coroutine.yield, coroutine.close
+local now = core.now
+local traceback = debug.traceback
+local pack, unpack = table.pack, table.unpack
+
+local WAIT, DONE, MAIN, START = {}, {}, {}, {}   -- private markers
+
+local poller              -- made on first use, so a fork before it is clean
+local events = {}         -- reused by every poller:wait
+-- fd -> watcher. Weak: a stream nobody holds is collected and its socket
+-- closed by __gc (the kernel then drops it from epoll by itself).
+local watchers = setmetatable({}, { __mode = "v" })
+local tasks = {}          -- task -> true (daemon tasks: "daemon")
+local ntasks = 0          -- live non-daemon tasks: run() returns at 0
+local timers = heap.new()
+local runq, rargs, qhead, qtail = {}, {}, 1, 0   -- the run queue, a FIFO
+local startargs = {}      -- task -> packed (fn, ...) until its first turn
+local stopping = false
+local stepping = false    -- true while the loop runs a step
+local main_woken, main_value = false, nil
+
+local M = { MAIN = MAIN }
+
+local function getpoller()
+  if not poller then poller = core.poller() end
+  return poller
+end
+
+local function report(co, err)
+  local msg = type(err) == "string" and err or tostring(err)
+  io.stderr:write("reverb: task failed: ", traceback(co, msg), "\n")
+end
+
+local function finish(co)
+  if tasks[co] ~= "daemon" then ntasks = ntasks - 1 end
+  tasks[co] = nil
+end
+
+-- Resumes a task from the loop and settles the outcome: parked again
+-- (WAIT), finished (DONE), raised, or yielded something of its own.
+local function run_task(co, ...)
+  local ok, r = resume(co, ...)
+  if r == WAIT then return end
+  if r == DONE then return finish(co) end
+  if not ok then
+    report(co, r)
+  else
+    report(co, "coroutine.yield() inside a reverb task: only reverb calls may wait here")
+  end
+  cclose(co)
+  finish(co)
+end
+
+local function body(fn, ...)
+  fn(...)
+  return DONE
+end
+
+local function enqueue(co, value)
+  qtail = qtail + 1
+  runq[qtail], rargs[qtail] = co, value
+end
+
+--- Starts fn(...) as a task on the next turn of the loop.
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local co = create(body)
+  tasks[co] = true
+  ntasks = ntasks + 1
+  startargs[co] = pack(fn, ...)
+  enqueue(co, START)
+  return co
+end
+
+--- A daemon task does not keep run() going (the signal watcher).
+function M.daemon(fn, ...)
+  local co = M.spawn(fn, ...)
+  tasks[co] = "daemon"
+  ntasks = ntasks - 1
+  return co
+end
+
+--- The waiter for the running code: its task, or MAIN at top level.
+local function current()
+  local co = running()
+  if tasks[co] then return co end
+  if stepping then
+    error("reverb: cannot wait here: not inside a reverb task (a plain coroutine inside a task?)", 3)
+  end
+  return MAIN
+end
+M.current = current
+
+--- Wakes a waiter with a value, from any code: queued for the loop.
+local function wake(w, value)
+  if w == MAIN then
+    main_woken, main_value = true, value
+  else
+    enqueue(w, value)
+  end
+end
+M.wake = wake
+
+local step
+
+-- Parks the running code until woken; returns the wake value.
+local function suspend(who)
+  if who ~= MAIN then return yield(WAIT) end
+  main_woken, main_value = false, nil
+  repeat step() until main_woken
+  return main_value
+end
+M.suspend = suspend
+
+local function add_timer(t, co, w, field)
+  local e = { t = t, co = co, w = w, f = field }
+  heap.push(timers, e)
+  return e
+end
+
+--- Waits until watcher w is ready in the direction of field ("rco" or
+-- "wco"). Returns true when ready, false when the deadline passed, or
+-- "closed" when the watcher was closed meanwhile.
+function M.wait(w, field, deadline)
+  local who = current()
+  if w[field] then
+    error("reverb: two tasks wait to " .. (field == "rco" and "read" or "write") ..
+          " on one socket at once", 3)
+  end
+  w[field] = who
+  if not deadline then return suspend(who) end
+  local e = add_timer(deadline, who, w, field)
+  local r = suspend(who)
+  e.co = nil
+  return r
+end
+
+--- Parks waiter `who` (from current()) until something calls wake(who)
+-- or the deadline passes (then it returns false).
+function M.park(who, deadline)
+  if not deadline then return suspend(who) end
+  local e = add_timer(deadline, who, nil, nil)
+  local r = suspend(who)
+  e.co = nil
+  return r
+end
+
+--- Registers a watcher for fd: mode "edge" for sockets, "read" for
+-- pipes and terminals (level-triggered).
+function M.watch(w, fd, mode)
+  getpoller():add(fd, mode)
+  w.fd = fd
+  watchers[fd] = w
+end
+
+--- Forgets a watcher before its descriptor closes, waking its waiters.
+function M.unwatch(w)
+  local fd = w.fd
+  if fd and watchers[fd] == w then
+    watchers[fd] = nil
+    if w.mode_level then poller:del(fd) end
+  end
+  local r, wr = w.rco, w.wco
+  w.rco, w.wco = nil, nil
+  if r then wake(r, "closed") end
+  if wr then wake(wr, "closed") end
+end
+
+function M.sleep(seconds)
+  if type(seconds) ~= "number" then
+    error("bad argument #1 to 'sleep' (number expected, got " .. type(seconds) .. ")", 2)
+  end
+  local who = current()
+  add_timer(now() + (seconds > 0 and seconds or 0), who)
+  suspend(who)
+end
+
+local function resume_waiter(co, value)
+  if co == MAIN then
+    main_woken, main_value = true, value
+  else
+    run_task(co, value)
+  end
+end
+
+local function dispatch(n)
+  local ev = events
+  for i = 1, 2 * n, 2 do
+    local w = watchers[ev[i]]
+    if w then
+      local flags = ev[i + 1]
+      if flags >= 4 then w.hup = true end
+      if flags & 1 ~= 0 then
+        w.rready = true
+        local co = w.rco
+        if co then
+          w.rco = nil
+          resume_waiter(co, true)
+        end
+      end
+      if flags & 2 ~= 0 then
+        w.wready = true
+        local co = w.wco
+        if co then
+          w.wco = nil
+          resume_waiter(co, true)
+        end
+      end
+    end
+  end
+end
+
+local function fire_timers(t)
+  while timers.size > 0 do
+    local e = timers[1]
+    if e.co and e.t > t then return end
+    heap.pop(timers)
+    local co = e.co
+    if co then
+      local w = e.w
+      if w then
+        if w[e.f] == co then
+          w[e.f] = nil
+          resume_waiter(co, false)
+        end
+      else
+        resume_waiter(co, false)
+      end
+    end
+  end
+end
+
+local function run_queue()
+  local last = qtail
+  while qhead <= last do
+    local i = qhead
+    local co, a = runq[i], rargs[i]
+    runq[i], rargs[i] = nil, nil
+    qhead = i + 1
+    if a == START then
+      local p = startargs[co]
+      startargs[co] = nil
+      run_task(co, unpack(p, 1, p.n))
+    else
+      run_task(co, a)
+    end
+  end
+end
+
+--- One turn: queued tasks, then I/O (waiting only when nothing is
+-- queued), then due timers.
+function step()
+  stepping = true
+  run_queue()
+  local timeout = -1
+  if qhead <= qtail or main_woken then
+    timeout = 0
+  elseif timers.size > 0 then
+    timeout = timers[1].t - now()
+    if timeout < 0 then timeout = 0 end
+  end
+  local n = getpoller():wait(timeout, events)
+  if n > 0 then dispatch(n) end
+  if timers.size > 0 then fire_timers(now()) end
+  stepping = false
+end
+
+--- Runs until no task remains or stop() is called.
+function M.run()
+  if tasks[running()] then error("reverb.run() called inside a task", 2) end
+  stopping = false
+  while ntasks > 0 and not stopping do step() end
+  stopping = false
+end
+
+function M.stop()
+  stopping = true
+end
+
+function M.now()
+  return now()
+end
+
+--- How many tasks keep the loop alive (for tests and the REPL).
+function M.count()
+  return ntasks
+end
+
+--- Runs fn(...) in a new task and, from top level, runs the loop until
+-- it ends, returning its results or raising its error. Inside a task it
+-- simply calls fn.
+function M.await(fn, ...)
+  if tasks[running()] then return fn(...) end
+  local res
+  local who = current()
+  M.spawn(function(...)
+    res = pack(pcall(fn, ...))
+    wake(who, true)
+  end, ...)
+  suspend(who)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+-- Signals: one daemon task watches the self-pipe and starts handlers.
+local handlers, sigwatch = {}, nil
+
+local function signal_task()
+  while true do
+    M.wait(sigwatch, "rco")
+    for _, name in ipairs(core.signal_pending()) do
+      local fn = handlers[name]
+      if fn then M.spawn(fn, name) end
+    end
+  end
+end
+
+--- on_signal(name, fn): run fn(name) in a task when the signal arrives;
+-- fn = nil restores the default action.
+function M.on_signal(name, fn)
+  if fn == nil then
+    handlers[name] = nil
+    core.signal_default(name)
+    return
+  end
+  local fd = core.signal_catch(name)
+  handlers[name] = fn
+  if not sigwatch then
+    sigwatch = { mode_level = true }
+    M.watch(sigwatch, fd, "read")
+    M.daemon(signal_task)
+  end
+end
+
+return M

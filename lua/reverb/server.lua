@@ -1,0 +1,155 @@
+--- reverb.server: reverb.serve, a listener whose every client gets its own
+-- task, with the live connections kept in srv:clients().
+--
+-- The accept task accepts until the kernel says "would block", then waits
+-- for the listener's next edge. When descriptors run out (EMFILE, ENFILE)
+-- it pauses briefly and tries again: pending clients wait in the backlog
+-- and nobody already connected is dropped. A handler that returns or
+-- raises has its connection closed and removed from the list; a raise is
+-- logged with the peer's address and the server goes on.
+
+local core = require "reverb.core"
+local loop = require "reverb.loop"
+local stream = require "reverb.stream"
+
+local accept = core.methods.accept
+local traceback = debug.traceback
+
+local EXHAUSTED = { EMFILE = true, ENFILE = true, ENOBUFS = true, ENOMEM = true }
+local PAUSE = 0.05   -- seconds accepting stops when descriptors run out
+
+local Server = {}
+Server.__index = Server
+
+local function default_log(msg)
+  io.stderr:write("reverb: ", msg, "\n")
+end
+
+-- Keeps the error and, for Lua errors (bugs), where they happened.
+local function capture(e)
+  if core.iserror(e) then return e end
+  return traceback(tostring(e), 2)
+end
+
+local function client_main(srv, conn)
+  local ok, err = xpcall(srv.handler, capture, conn, srv)
+  local closed_under_it = conn.closed
+  srv._clients[conn] = nil
+  conn:close()
+  if srv.on_close then srv.on_close(conn) end
+  if ok or closed_under_it then return end
+  if core.iserror(err) and err.code == "ETIMEDOUT" and srv.idle_timeout then return end
+  srv.log(conn.peer .. ": " .. tostring(err))
+end
+
+local function start_client(srv, c, host, port)
+  local peer
+  if port then
+    peer = (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
+  else
+    peer = srv.unix
+  end
+  local conn = stream.new(c, peer, srv.opts)
+  conn.timeout = srv.idle_timeout
+  srv._clients[conn] = true
+  if srv.on_open then srv.on_open(conn) end
+  loop.spawn(client_main, srv, conn)
+end
+
+local function accept_batch(srv)
+  local sock = srv.socket
+  while not srv.closed do
+    local c, host, port = accept(sock)
+    if c then
+      start_client(srv, c, host, port)
+    elseif loop.wait(srv, "rco") ~= true then
+      return
+    end
+  end
+end
+
+local function accept_loop(srv)
+  while not srv.closed do
+    local ok, err = pcall(accept_batch, srv)
+    if not ok and not srv.closed then
+      if not (core.iserror(err) and EXHAUSTED[err.code]) then
+        srv.log("accept: " .. tostring(err))
+      elseif not srv.paused then
+        srv.log(tostring(err) .. ": accepting paused until descriptors free up")
+      end
+      srv.paused = true
+      loop.sleep(PAUSE)
+    elseif ok then
+      srv.paused = nil
+    end
+  end
+end
+
+--- The live connections, as a list.
+function Server:clients()
+  local list = {}
+  for conn in pairs(self._clients) do list[#list + 1] = conn end
+  return list
+end
+
+--- Stops accepting; live clients go on.
+function Server:close()
+  if not self.closed then
+    self.closed = true
+    loop.unwatch(self)
+    self.socket:close()
+    if self.unix then os.remove(self.unix) end
+  end
+  return true
+end
+Server.__close = Server.close
+
+local function listen(opts)
+  local family = opts.unix and "unix"
+    or (opts.host:find(":", 1, true) and "inet6") or "inet"
+  local sock = core.socket(family)
+  local ok, err = pcall(function()
+    if opts.unix then
+      sock:bind(opts.unix)
+    else
+      sock:setoption("reuseaddr", true)
+      if opts.reuseport then sock:setoption("reuseport", true) end
+      sock:bind(opts.host, opts.port)
+    end
+    sock:listen(opts.backlog)
+    sock:setblocking(false)
+  end)
+  if not ok then
+    sock:close()
+    error(err, 0)
+  end
+  return sock
+end
+
+--- serve(port_or_opts, handler): handler(conn, srv) runs in its own task
+-- for each client. opts: host ("127.0.0.1"), port (0), unix, backlog,
+-- reuseport, idle_timeout, max_line, log (function(msg)), on_open and
+-- on_close (function(conn)).
+local function serve(opts, handler)
+  if type(opts) == "number" then opts = { port = opts } end
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'serve' (port or options expected, got " .. type(opts) .. ")", 2)
+  end
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'serve' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  opts = setmetatable({ host = opts.host or "127.0.0.1", port = opts.port or 0 },
+                      { __index = opts })
+  local sock = listen(opts)
+  local srv = setmetatable({
+    socket = sock, handler = handler, opts = opts, _clients = {},
+    unix = opts.unix, idle_timeout = opts.idle_timeout,
+    log = opts.log or default_log, on_open = opts.on_open, on_close = opts.on_close,
+  }, Server)
+  srv.host, srv.port = sock:getsockname()
+  loop.watch(srv, sock:fileno(), "edge")
+  srv.task = loop.spawn(accept_loop, srv)
+  return srv
+end
+
+return { serve = serve, Server = Server }

@@ -1,0 +1,83 @@
+--- reverb.udp: datagram sockets on the loop.
+--
+-- Each call tries the system call first and waits on the loop only when
+-- it would block, so sendto/recvfrom work in tasks and at top level.
+
+local core = require "reverb.core"
+local loop = require "reverb.loop"
+
+local methods = core.methods
+local sendto, recvfrom = methods.sendto, methods.recvfrom
+
+local Udp = {}
+Udp.__index = Udp
+
+local function await(self, field, op)
+  local t = self.timeout
+  local r = loop.wait(self, field, t and core.now() + t)
+  if r == true then return end
+  error(core.error(op, r == false and "ETIMEDOUT" or "EBADF",
+                   r == false and "timed out" or "socket is closed"))
+end
+
+--- Sends one datagram; returns the bytes sent.
+function Udp:sendto(data, host, port)
+  while true do
+    local n = sendto(self.socket, data, host, port)
+    if n then return n end
+    await(self, "wco", "sendto")
+  end
+end
+
+--- Receives one datagram: data, host, port.
+function Udp:recvfrom(max)
+  while true do
+    local data, host, port = recvfrom(self.socket, max)
+    if data then return data, host, port end
+    await(self, "rco", "recvfrom")
+  end
+end
+
+function Udp:settimeout(seconds)
+  self.timeout = seconds
+  return self
+end
+
+function Udp:close()
+  if not self.closed then
+    self.closed = true
+    loop.unwatch(self)
+    self.socket:close()
+  end
+  return true
+end
+Udp.__close = Udp.close
+
+--- udp([host, port]) or udp{host=, port=, unix=path}: bound when given
+-- (port 0: any free port).
+local function udp(host, port)
+  local opts = type(host) == "table" and host or { host = host, port = port }
+  local family = opts.unix and "unix"
+    or (opts.host and opts.host:find(":", 1, true) and "inet6") or "inet"
+  local sock = core.socket(family, "dgram")
+  local ok, err = pcall(function()
+    if opts.unix then
+      sock:bind(opts.unix)
+    elseif opts.host or opts.port then
+      sock:bind(opts.host or "127.0.0.1", opts.port or 0)
+    end
+    sock:setblocking(false)
+  end)
+  if not ok then
+    sock:close()
+    error(err, 0)
+  end
+  local self = setmetatable({ socket = sock }, Udp)
+  loop.watch(self, sock:fileno(), "edge")
+  if opts.unix or opts.host or opts.port then
+    self.host, self.port = sock:getsockname()
+  end
+  return self
+end
+
+return { udp = udp }
