@@ -19,10 +19,10 @@
 static int sigpipe_fds[2] = { -1, -1 };
 
 static const char *const names[] = {
-  "INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "CHLD", "PIPE", "WINCH", NULL
+  "INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "CHLD", "PIPE", "WINCH", "KILL", NULL
 };
 static const int numbers[] = {
-  SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE, SIGWINCH
+  SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE, SIGWINCH, SIGKILL
 };
 
 static void handler(int signo) {

@@ -39,12 +39,22 @@ rv_socket *rv_check(lua_State *L, int idx, const char *op) {
   return s;
 }
 
+/* Out of descriptors, some may belong to sockets the script forgot:
+   collect them (their __gc closes them) and let the caller try once more. */
+static int collect_on_exhaustion(lua_State *L, int err) {
+  if (err != EMFILE && err != ENFILE) return 0;
+  lua_gc(L, LUA_GCCOLLECT);
+  return 1;
+}
+
 /* core.socket([family [, type]]) */
 static int l_socket(lua_State *L) {
   int family = family_values[luaL_checkoption(L, 1, "inet", family_names)];
   int type = type_values[luaL_checkoption(L, 2, "stream", type_names)];
   rv_socket *s = rv_newsocket(L, family, type);
   s->fd = socket(family, type | SOCK_CLOEXEC, 0);
+  if (s->fd < 0 && collect_on_exhaustion(L, errno))
+    s->fd = socket(family, type | SOCK_CLOEXEC, 0);
   if (s->fd < 0) return rv_fail(L, "socket", errno, NULL);
   return 1;
 }
@@ -54,9 +64,11 @@ static int l_socketpair(lua_State *L) {
   int type = type_values[luaL_checkoption(L, 1, "stream", type_names)];
   rv_socket *a = rv_newsocket(L, AF_UNIX, type);
   rv_socket *b = rv_newsocket(L, AF_UNIX, type);
-  int fds[2];
-  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) < 0)
-    return rv_fail(L, "socketpair", errno, NULL);
+  int fds[2], rc;
+  rc = socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds);
+  if (rc < 0 && collect_on_exhaustion(L, errno))
+    rc = socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds);
+  if (rc < 0) return rv_fail(L, "socketpair", errno, NULL);
   a->fd = fds[0];
   b->fd = fds[1];
   return 2;
@@ -92,10 +104,12 @@ static int sock_accept(lua_State *L) {
   socklen_t len;
   rv_socket *c = rv_newsocket(L, s->family, s->type);
   int flags = SOCK_CLOEXEC | (s->blocking ? 0 : SOCK_NONBLOCK);
+  int retried = 0;
   do {
     len = sizeof ss;
     c->fd = accept4(s->fd, (struct sockaddr *)&ss, &len, flags);
-  } while (c->fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  } while (c->fd < 0 && (errno == EINTR || errno == ECONNABORTED ||
+                         (errno == EMFILE && !retried++ && collect_on_exhaustion(L, errno))));
   if (c->fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       luaL_pushfail(L);

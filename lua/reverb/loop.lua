@@ -272,10 +272,15 @@ local function run_queue()
 end
 
 --- One turn: queued tasks, then I/O (waiting only when nothing is
--- queued), then due timers.
-function step()
+-- queued), then due timers. From run(), a turn that leaves no task
+-- returns before polling, or it would wait for nothing forever.
+function step(from_run)
   stepping = true
   run_queue()
+  if from_run and (ntasks == 0 or stopping) then
+    stepping = false
+    return
+  end
   local timeout = -1
   if qhead <= qtail or main_woken then
     timeout = 0
@@ -293,7 +298,7 @@ end
 function M.run()
   if tasks[running()] then error("reverb.run() called inside a task", 2) end
   stopping = false
-  while ntasks > 0 and not stopping do step() end
+  while ntasks > 0 and not stopping do step(true) end
   stopping = false
 end
 

@@ -1,0 +1,277 @@
+--- spec/core_spec.lua: reverb.core sockets, blocking and not, over loopback.
+local lu = require "luaunit"
+local core = require "reverb.core"
+local H = require "helper"
+
+-- A listening socket on a free loopback port, and its port.
+local function listener(family, host)
+  local s = core.socket(family or "inet")
+  s:bind(host or "127.0.0.1", 0)
+  s:listen()
+  local _, port = s:getsockname()
+  return s, port
+end
+
+-- Closes every socket it holds when it goes out of scope.
+local function closing(...)
+  return setmetatable({ ... }, { __close = function(t)
+    for _, s in ipairs(t) do s:close() end
+  end })
+end
+
+-- A connected pair over TCP loopback: { client, server side }.
+local function tcp_pair()
+  local l <close>, port = listener()
+  local c = core.socket()
+  c:connect("127.0.0.1", port)
+  return closing(c, (l:accept()))
+end
+
+local TestSocket = H.class()
+
+function TestSocket.test_create_families_and_types()
+  for _, fam in ipairs { "inet", "inet6", "unix" } do
+    for _, typ in ipairs { "stream", "dgram" } do
+      local s <close> = core.socket(fam, typ)
+      lu.assertStrContains(tostring(s), fam .. " " .. typ)
+      lu.assertTrue(s:fileno() >= 0)
+    end
+  end
+  local s <close> = core.socket()
+  lu.assertStrContains(tostring(s), "inet stream")
+end
+
+function TestSocket.test_bad_arguments_are_argument_errors()
+  lu.assertErrorMsgContains("invalid option 'tcp'", core.socket, "tcp")
+  lu.assertErrorMsgContains("invalid option 'raw'", core.socket, "inet", "raw")
+  local s <close> = core.socket()
+  lu.assertErrorMsgContains("bad argument #1 to 'bind'", function() s:bind({}, 1) end)
+  lu.assertErrorMsgContains("number expected", s.bind, s, "127.0.0.1", "x")
+  lu.assertErrorMsgContains("port out of range", s.bind, s, "127.0.0.1", 70000)
+  lu.assertErrorMsgContains("size must be positive", s.recv, s, 0)
+  lu.assertErrorMsgContains("reverb.socket expected", s.send, {}, "x")
+  lu.assertErrorMsgContains("invalid option 'sideways'", s.shutdown, s, "sideways")
+end
+
+function TestSocket.test_blocking_echo_like_the_tutorial()
+  local l <close>, port = listener()
+  lu.assertTrue(port > 0)
+  local c <close> = core.socket()
+  lu.assertTrue(c:connect("127.0.0.1", port))
+  local a <close>, host, peerport = l:accept()
+  lu.assertEquals(host, "127.0.0.1")
+  local _, cport = c:getsockname()
+  lu.assertEquals(peerport, cport)
+  lu.assertEquals(c:send("Hello, Server!"), 14)
+  lu.assertEquals(a:recv(1024), "Hello, Server!")
+  a:send("Hello, Server!")
+  lu.assertEquals(c:recv(), "Hello, Server!")
+  lu.assertEquals({ c:getpeername() }, { "127.0.0.1", port })
+  lu.assertStrContains(tostring(c), "127.0.0.1:" .. cport .. " -> 127.0.0.1:" .. port)
+end
+
+function TestSocket.test_recv_returns_empty_string_at_eof()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  c:send("last words")
+  c:close()
+  lu.assertEquals(a:recv(), "last words")
+  lu.assertEquals(a:recv(), "")
+  lu.assertEquals(a:recv(), "")
+end
+
+function TestSocket.test_recv_at_most_max_bytes()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  c:send("abcdef")
+  lu.assertEquals(a:recv(4), "abcd")
+  lu.assertEquals(a:recv(4), "ef")
+end
+
+function TestSocket.test_send_slices_like_string_sub()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  lu.assertEquals(c:send("0123456789", 3, 5), 3)
+  lu.assertEquals(c:send("0123456789", -2), 2)
+  lu.assertEquals(c:send("0123456789", 8, 2), 0)
+  lu.assertEquals(a:recv(), "23489")
+end
+
+function TestSocket.test_partial_send_then_resume_with_i()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  c:setoption("sndbuf", 4096)
+  a:setoption("rcvbuf", 4096)
+  c:setblocking(false)
+  local data = string.rep("0123456789abcdef", 1 << 16)   -- 1 MiB
+  local n = c:send(data)
+  lu.assertTrue(n > 0 and n < #data, "the kernel should take part of 1 MiB")
+  -- keep sending from where the kernel stopped until it would block
+  local sent = n
+  while sent < #data do
+    local k = c:send(data, sent + 1)
+    if not k then break end
+    sent = sent + k
+  end
+  lu.assertTrue(sent < #data, "a full buffer would block before 1 MiB")
+  -- drain and resume where the kernel stopped
+  local got = {}
+  while sent < #data do
+    local k = c:send(data, sent + 1)
+    if k then sent = sent + k end
+    got[#got + 1] = a:recv(1 << 20)
+  end
+  c:shutdown("write")
+  while true do
+    local chunk = a:recv(1 << 20)
+    if chunk == "" then break end
+    got[#got + 1] = chunk
+  end
+  lu.assertEquals(#table.concat(got), #data)
+  lu.assertTrue(table.concat(got) == data)
+end
+
+function TestSocket.test_would_block_is_nil_not_an_error()
+  local l <close>, port = listener()
+  l:setblocking(false)
+  lu.assertNil(l:accept())
+  local c <close> = core.socket()
+  c:setblocking(false)
+  local r = c:connect("127.0.0.1", port)
+  lu.assertEquals(type(r), "boolean")
+  local p <close> = core.poller()
+  p:add(l:fileno(), "read")
+  lu.assertEquals(p:wait(5 * H.SLOW, {}), 1, "the listener becomes readable")
+  local a = l:accept()
+  lu.assertNotNil(a, "accept after connect")
+  lu.assertNil(a:recv(), "accepted socket is non-blocking like its listener")
+  lu.assertNil(c:getoption("error"))
+  a:close()
+end
+
+function TestSocket.test_closed_socket_raises_ebadf_and_close_is_idempotent()
+  local s = core.socket()
+  lu.assertTrue(s:close())
+  lu.assertTrue(s:close())
+  lu.assertEquals(tostring(s), "reverb.socket: closed")
+  for _, m in ipairs { "send", "recv", "accept", "listen", "fileno", "getsockname" } do
+    local err = H.raises("EBADF", s[m], s, "x")
+    lu.assertEquals(err.message, "socket is closed")
+    lu.assertEquals(err.op, m)
+  end
+end
+
+function TestSocket.test_to_be_closed_and_garbage_collected()
+  local fd
+  do
+    local s <close> = core.socket()
+    fd = s:fileno()
+  end
+  local f = io.open("/proc/self/fd/" .. fd)
+  lu.assertNil(f, "fd closed by <close>")
+  do core.socket() end   -- forgotten
+  collectgarbage()
+  collectgarbage()
+end
+
+function TestSocket.test_forgotten_sockets_never_exhaust_descriptors()
+  -- A descriptor limit of 64 and 30,000 sockets never closed by the script.
+  local out, status = H.sh("ulimit -n 64; " .. H.LUA .. [[ -e '
+    local core = require "reverb.core"
+    for i = 1, 30000 do core.socket() end
+    for i = 1, 2000 do core.socketpair() end
+    print("made them all")']])
+  lu.assertEquals(status, 0, out)
+  lu.assertStrContains(out, "made them all")
+end
+
+function TestSocket.test_descriptors_are_close_on_exec()
+  local s <close> = core.socket()
+  local out = H.sh("ls /proc/self/fd/")
+  lu.assertNotStrContains(" " .. out:gsub("\n", " "), " " .. s:fileno() .. " ")
+  -- direct check through /proc/self/fdinfo: flags has O_CLOEXEC (02000000)
+  local info = H.slurp("/proc/self/fdinfo/" .. s:fileno())
+  local flags = tonumber(info:match("flags:%s*(%d+)"), 8)
+  lu.assertTrue(flags & 0x80000 ~= 0, "O_CLOEXEC")
+end
+
+function TestSocket.test_shutdown_write_is_a_half_close()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  c:send("req")
+  c:shutdown("write")
+  lu.assertEquals(a:recv(), "req")
+  lu.assertEquals(a:recv(), "")
+  a:send("reply")
+  lu.assertEquals(c:recv(), "reply")
+end
+
+function TestSocket.test_unix_stream_and_dgram()
+  local path = os.tmpname()
+  os.remove(path)
+  local l <close> = core.socket("unix")
+  l:bind(path)
+  l:listen(4)
+  lu.assertEquals(l:getsockname(), path)
+  local c <close> = core.socket("unix")
+  c:connect(path)
+  local a <close> = l:accept()
+  c:send("over unix")
+  lu.assertEquals(a:recv(), "over unix")
+  lu.assertEquals(c:getpeername(), path)
+  os.remove(path)
+
+  local pair <close> = closing(core.socketpair("dgram"))
+  local d1, d2 = pair[1], pair[2]
+  d1:send("one")
+  d1:send("two")
+  lu.assertEquals(d2:recv(), "one")
+  lu.assertEquals(d2:recv(), "two")
+end
+
+function TestSocket.test_udp_sendto_recvfrom()
+  local u <close> = core.socket("inet", "dgram")
+  u:bind("127.0.0.1", 0)
+  local _, port = u:getsockname()
+  local v <close> = core.socket("inet", "dgram")
+  lu.assertEquals(v:sendto("ping", "127.0.0.1", port), 4)
+  local data, host, from = u:recvfrom()
+  lu.assertEquals(data, "ping")
+  lu.assertEquals(host, "127.0.0.1")
+  u:sendto("pong", host, from)
+  lu.assertEquals(v:recvfrom(), "pong")
+  u:setblocking(false)
+  lu.assertNil(u:recvfrom())
+end
+
+function TestSocket.test_inet6_on_loopback()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local l <close>, port = listener("inet6", "::1")
+  local c <close> = core.socket("inet6")
+  c:connect("::1", port)
+  local a <close>, host = l:accept()
+  lu.assertEquals(host, "::1")
+  c:send("v6")
+  lu.assertEquals(a:recv(), "v6")
+  lu.assertStrContains(tostring(c), "[::1]:" .. port)
+end
+
+function TestSocket.test_bind_any_address_and_names()
+  local s <close> = core.socket()
+  s:bind("*", 0)
+  lu.assertEquals((s:getsockname()), "0.0.0.0")
+  local t <close> = core.socket()
+  t:bind("localhost", 0)
+  lu.assertEquals((t:getsockname()), "127.0.0.1")
+end
+
+function TestSocket.test_huge_sizes_are_clamped()
+  local pair <close> = tcp_pair()
+  local c, a = pair[1], pair[2]
+  c:send("x")
+  lu.assertEquals(a:recv(math.maxinteger), "x")
+  lu.assertEquals(c:send("abc", math.mininteger, math.maxinteger), 3)
+  lu.assertEquals(a:recv(1 << 40), "abc")
+end
+
+return { TestSocket = TestSocket }

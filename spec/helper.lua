@@ -1,0 +1,139 @@
+--- spec/helper.lua: what every spec shares.
+--
+-- * H.class(): a test class whose tearDown checks that the test closed
+--   every descriptor it opened (after a full garbage collection).
+-- * H.within(seconds, fn, ...): runs fn in a task and the loop until it
+--   ends, failing the test after `seconds`: no wait in a spec is unbounded.
+--   REVERB_SLOW=1 (make check-valgrind) stretches every bound tenfold.
+-- * H.sh(cmd), H.start(cmd), H.stop(pid): subprocesses for end-to-end specs.
+
+local lu = require "luaunit"
+local reverb = require "reverb"
+local core = require "reverb.core"
+
+local H = {}
+H.SLOW = os.getenv("REVERB_SLOW") and 10 or 1
+H.LUA = os.getenv("LUA") or "lua5.4"
+
+-- Descriptors that live as long as the process exist before any count:
+-- the loop's poller and the signal self-pipe.
+reverb.sleep(0)
+core.signal_catch("WINCH")
+core.signal_default("WINCH")
+
+--- Open descriptors of this process.
+function H.fds()
+  local n = 0
+  local ls = io.popen("ls /proc/" .. core.getpid() .. "/fd")
+  for _ in ls:lines() do n = n + 1 end
+  ls:close()
+  return n
+end
+
+function H.class()
+  local C = {}
+  function C.setUp() C._fds = H.fds() end
+  function C.tearDown()
+    collectgarbage()
+    collectgarbage()
+    lu.assertEquals(H.fds(), C._fds, "descriptors leaked by this test")
+  end
+  return C
+end
+
+function H.within(seconds, fn, ...)
+  local res
+  reverb.spawn(function(...) res = table.pack(pcall(fn, ...)) end, ...)
+  local deadline = reverb.now() + seconds * H.SLOW
+  while not res and reverb.now() < deadline do reverb.sleep(0.005) end
+  if not res then error("did not finish within " .. seconds * H.SLOW .. " s", 2) end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+--- Asserts that fn(...) raises an error object with this code.
+function H.raises(code, fn, ...)
+  local ok, err = pcall(fn, ...)
+  lu.assertFalse(ok, "expected an error " .. code)
+  lu.assertTrue(core.iserror(err), "not an error object: " .. tostring(err))
+  lu.assertEquals(err.code, code, tostring(err))
+  return err
+end
+
+--- Runs a shell command to completion: its output, and its exit status.
+function H.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  local body, status = out:match("^(.-)exit=(%d+)\n$")
+  return body, tonumber(status)
+end
+
+--- Starts a command in the background, output to a file; returns the pid
+-- and the output file's name.
+function H.start(cmd)
+  local out = os.tmpname()
+  local p = io.popen("exec sh -c '" .. cmd:gsub("'", "'\\''") .. "' >" .. out .. " 2>&1 </dev/null & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return pid, out
+end
+
+--- Whether a process runs (a zombie does not). Started processes are
+-- the shell's children, not ours, so /proc tells, not waitpid.
+function H.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+--- Waits (bounded) until the process has exited; true when it has.
+function H.wait_exit(pid, seconds)
+  local deadline = reverb.now() + (seconds or 5) * H.SLOW
+  while reverb.now() < deadline do
+    if not H.alive(pid) then return true end
+    reverb.sleep(0.01)
+  end
+  return false
+end
+
+function H.stop(pid)
+  pcall(core.kill, pid, "TERM")
+  if not H.wait_exit(pid, 5) then pcall(core.kill, pid, "KILL") end
+end
+
+--- Waits (bounded) until the file holds a line matching pattern; returns
+-- the capture.
+function H.await_output(file, pattern, seconds)
+  local deadline = reverb.now() + (seconds or 5) * H.SLOW
+  while reverb.now() < deadline do
+    local f = io.open(file)
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    local cap = text:match(pattern)
+    if cap then return cap, text end
+    reverb.sleep(0.01)
+  end
+  local f = io.open(file)
+  error("no output matching " .. pattern .. " in: " .. (f and f:read("a") or "?"), 2)
+end
+
+function H.slurp(file)
+  local f = assert(io.open(file))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Whether this machine has ::1.
+function H.has_ipv6()
+  local ok = pcall(function()
+    local s <close> = core.socket("inet6")
+    s:bind("::1", 0)
+  end)
+  return ok
+end
+
+return H

@@ -1,0 +1,83 @@
+--- spec/poller_spec.lua: the epoll poller, the clock, signals, processes.
+local lu = require "luaunit"
+local core = require "reverb.core"
+local H = require "helper"
+
+local TestPoller = H.class()
+
+function TestPoller.test_edge_triggered_reports_once_per_arrival()
+  local a, b = core.socketpair()
+  local p <close> = core.poller()
+  p:add(b:fileno(), "edge")
+  local ev = {}
+  lu.assertEquals(p:wait(1, ev), 1)          -- writable at registration
+  lu.assertEquals(ev[1], b:fileno())
+  lu.assertEquals(ev[2] & 2, 2)
+  lu.assertEquals(p:wait(0, ev), 0)          -- no new edge
+  a:send("x")
+  lu.assertEquals(p:wait(1, ev), 1)
+  lu.assertEquals(ev[2] & 1, 1)
+  lu.assertEquals(p:wait(0, ev), 0)          -- not re-armed: edge-triggered
+  a:close()
+  lu.assertEquals(p:wait(1, ev), 1)
+  lu.assertEquals(ev[2] & 4, 4, "hang-up flag")
+  b:close()
+end
+
+function TestPoller.test_level_read_mode_and_del()
+  local a, b = core.socketpair()
+  local p <close> = core.poller()
+  p:add(b:fileno(), "read")
+  local ev = {}
+  lu.assertEquals(p:wait(0, ev), 0)
+  a:send("x")
+  lu.assertEquals(p:wait(1, ev), 1)
+  lu.assertEquals(p:wait(1, ev), 1)          -- level: still readable
+  p:del(b:fileno())
+  lu.assertEquals(p:wait(0, ev), 0)
+  H.raises("ENOENT", p.del, p, b:fileno())
+  H.raises("EBADF", p.add, p, 100000)
+  a:close()
+  b:close()
+end
+
+function TestPoller.test_wait_times_out()
+  local p <close> = core.poller()
+  local t0 = core.now()
+  lu.assertEquals(p:wait(0.02, {}), 0)
+  lu.assertTrue(core.now() - t0 >= 0.02)
+  lu.assertErrorMsgContains("table expected", p.wait, p, 0)
+end
+
+function TestPoller.test_clock_is_monotonic()
+  local t1 = core.now()
+  local t2 = core.now()
+  lu.assertTrue(t2 >= t1)
+  lu.assertEquals(math.type(t1), "float")
+end
+
+function TestPoller.test_signals_arrive_through_the_pipe()
+  local fd = core.signal_catch("USR1")
+  local p <close> = core.poller()
+  p:add(fd, "read")
+  core.kill(core.getpid(), "USR1")
+  lu.assertEquals(p:wait(5 * H.SLOW, {}), 1)
+  lu.assertEquals(core.signal_pending(), { "USR1" })
+  lu.assertEquals(core.signal_pending(), {})
+  p:del(fd)
+  core.signal_default("USR1")
+end
+
+function TestPoller.test_fork_and_waitpid()
+  local pid = core.fork()
+  if pid == 0 then
+    lu.unregisterCurrentSuite()   -- luaunit guards os.exit
+    os.exit(7, false)
+  end
+  local got, how, code = core.waitpid(pid)
+  lu.assertEquals({ got, how, code }, { pid, "exit", 7 })
+  H.raises("ECHILD", core.waitpid, pid)
+  lu.assertFalse(core.isatty(-1))
+end
+
+return { TestPoller = TestPoller }
