@@ -15,7 +15,7 @@ end
 local TestErrors = H.class()
 
 function TestErrors.test_connection_refused()
-  local hold <close>, port = dead_port()
+  local _hold <close>, port = dead_port()
   local c <close> = core.socket()
   local err = H.raises("ECONNREFUSED", c.connect, c, "127.0.0.1", port)
   lu.assertEquals(err.op, "connect")
@@ -79,8 +79,9 @@ function TestErrors.test_recv_after_reset_is_econnreset()
 end
 
 function TestErrors.test_uncaught_error_prints_one_line_in_lua5_4()
-  local hold <close>, port = dead_port()
-  local out, status = H.sh(H.LUA .. " -e 'local s = require(\"reverb.core\").socket() s:connect(\"127.0.0.1\", " .. port .. ")'")
+  local _hold <close>, port = dead_port()
+  local out, status = H.sh(H.LUA .. " -e 'local s = require(\"reverb.core\").socket() "
+    .. "s:connect(\"127.0.0.1\", " .. port .. ")'")
   lu.assertEquals(status, 1)
   lu.assertStrContains(out, "connect 127.0.0.1:" .. port .. ": Connection refused (ECONNREFUSED)")
 end

@@ -73,7 +73,8 @@ end
 -- and the output file's name.
 function H.start(cmd)
   local out = os.tmpname()
-  local p = io.popen("exec sh -c '" .. cmd:gsub("'", "'\\''") .. "' >" .. out .. " 2>&1 </dev/null & echo $!")
+  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
+  local p = io.popen("exec sh -c " .. quoted .. " >" .. out .. " 2>&1 </dev/null & echo $!")
   local pid = tonumber(p:read("l"))
   p:close()
   return pid, out

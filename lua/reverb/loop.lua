@@ -109,7 +109,8 @@ local function current()
   local co = running()
   if tasks[co] then return co end
   if stepping then
-    error("reverb: cannot wait here: not inside a reverb task (a plain coroutine inside a task?)", 3)
+    error("reverb: cannot wait here: not inside a reverb task " ..
+          "(a plain coroutine inside a task?)", 3)
   end
   return MAIN
 end

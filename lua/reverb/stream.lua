@@ -82,39 +82,24 @@ function Stream:read_some(max)
   return sub(buf, pos, e)
 end
 
--- The bytes before the next `delim` (consumed), or nil, partial at the
--- end of the stream. More than `limit` bytes without a delimiter raise.
-local function scan(self, delim, limit, op)
-  local buf, pos = self.buf, self.pos
-  local s, e = find(buf, delim, pos, true)
-  if s then
-    self.pos = e + 1
-    return sub(buf, pos, s - 1)
-  end
+local function toolong(self, op, limit)
+  fail(self, op, "EMSGSIZE", "line longer than " .. limit .. " bytes")
+end
+
+-- The slow half of scan: the delimiter is not in what is buffered, so
+-- collect chunks until it comes, joining once at the end.
+local function gather(self, buf, pos, delim, limit, op)
   local have = #buf - pos + 1
-  if have == 0 then   -- the common case: nothing left over, so no copies
-    local chunk = fill(self, op)
-    if not chunk then return nil, "" end
-    self.buf, self.pos = chunk, 1
-    s, e = find(chunk, delim, 1, true)
-    if s then
-      self.pos = e + 1
-      return sub(chunk, 1, s - 1)
-    end
-    buf, pos, have = chunk, 1, #chunk
-  end
   local acc, n = { pos == 1 and buf or sub(buf, pos) }, 1
   local keep = #delim - 1        -- a delimiter may straddle two chunks
   local tail = keep > 0 and sub(acc[1], -keep) or ""
   self.buf, self.pos = "", 1
   while true do
-    if limit and have > limit then
-      fail(self, op, "EMSGSIZE", "line longer than " .. limit .. " bytes")
-    end
+    if limit and have > limit then toolong(self, op, limit) end
     local chunk = fill(self, op)
     if not chunk then return nil, concat(acc) end
     local hay = tail .. chunk
-    s, e = find(hay, delim, 1, true)
+    local s, e = find(hay, delim, 1, true)
     if s then
       local cut = s - #tail - 1   -- bytes of chunk before the delimiter
       local before
@@ -126,9 +111,7 @@ local function scan(self, delim, limit, op)
         before = sub(before, 1, #before + cut)
       end
       self.buf, self.pos = chunk, e - #tail + 1
-      if limit and #before > limit then
-        fail(self, op, "EMSGSIZE", "line longer than " .. limit .. " bytes")
-      end
+      if limit and #before > limit then toolong(self, op, limit) end
       return before
     end
     n = n + 1
@@ -136,6 +119,23 @@ local function scan(self, delim, limit, op)
     have = have + #chunk
     if keep > 0 then tail = sub(hay, -keep) end
   end
+end
+
+-- The bytes before the next `delim` (consumed), or nil, partial at the
+-- end of the stream. More than `limit` bytes without a delimiter raise.
+local function scan(self, delim, limit, op)
+  local buf, pos = self.buf, self.pos
+  local s, e = find(buf, delim, pos, true)
+  if not s and pos > #buf then   -- nothing left over: read, without copies
+    buf, pos = fill(self, op), 1
+    if not buf then return nil, "" end
+    self.buf = buf
+    s, e = find(buf, delim, 1, true)
+  end
+  if not s then return gather(self, buf, pos, delim, limit, op) end
+  if limit and s - pos > limit then toolong(self, op, limit) end
+  self.pos = e + 1
+  return sub(buf, pos, s - 1)
 end
 
 --- A line without "\n" (and without a trailing "\r"); nil at EOF. A last

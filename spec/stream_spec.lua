@@ -1,0 +1,202 @@
+--- spec/stream_spec.lua: buffered reads and writes, over socketpairs.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local core = require "reverb.core"
+local stream = require "reverb.stream"
+local H = require "helper"
+
+-- Two streams joined by a unix socketpair; closed when the pair goes out
+-- of scope.
+local function pair(opts)
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  b:setblocking(false)
+  local p = { stream.new(a, "a", opts), stream.new(b, "b", opts) }
+  return setmetatable(p, { __close = function(t) t[1]:close() t[2]:close() end })
+end
+
+local TestStream = H.class()
+
+function TestStream.test_read_line_strips_newline_and_cr()
+  local p <close> = pair()
+  p[1]:write("one\ntwo\r\n\nlast")
+  p[1]:shutdown("write")
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_line(), "one")
+    lu.assertEquals(p[2]:read_line(), "two")
+    lu.assertEquals(p[2]:read_line(), "")
+    lu.assertEquals(p[2]:read_line(), "last", "a last line without \\n")
+    lu.assertNil(p[2]:read_line())
+    lu.assertNil(p[2]:read_line())
+  end)
+end
+
+function TestStream.test_bytes_arriving_one_at_a_time()
+  local p <close> = pair()
+  local text = "hello world\r\nsecond line\nxyz"
+  reverb.spawn(function()
+    for i = 1, #text do
+      p[1]:write(text:sub(i, i))
+      reverb.sleep(0)
+    end
+    p[1]:shutdown("write")
+  end)
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_line(), "hello world")
+    lu.assertEquals(p[2]:read_until("line"), "second ")
+    lu.assertEquals(p[2]:read(2), "\nx")
+    local none, partial = p[2]:read(5)
+    lu.assertNil(none)
+    lu.assertEquals(partial, "yz")
+  end)
+end
+
+function TestStream.test_line_longer_than_max_line_raises()
+  local p <close> = pair { max_line = 100 }
+  reverb.spawn(function() p[1]:write(string.rep("x", 1000), "\n") end)
+  H.within(5, function()
+    local err = H.raises("EMSGSIZE", p[2].read_line, p[2])
+    lu.assertStrContains(err.message, "100 bytes")
+  end)
+end
+
+function TestStream.test_long_line_in_many_chunks_is_linear()
+  -- 4 MiB in 4 KiB writes: a quadratic buffer would copy ~2 TB
+  local p <close> = pair { max_line = 8 << 20 }
+  local piece = string.rep("a", 4096)
+  reverb.spawn(function()
+    for _ = 1, 1024 do p[1]:write(piece) end
+    p[1]:write("\n")
+  end)
+  local line = H.within(20, p[2].read_line, p[2])
+  lu.assertEquals(#line, 4 << 20)
+end
+
+function TestStream.test_read_until_delimiter_split_across_chunks()
+  local p <close> = pair()
+  reverb.spawn(function()
+    for _, piece in ipairs { "GET / HTTP/1.0\r", "\n", "Host: x\r\n\r", "\nbody" } do
+      p[1]:write(piece)
+      reverb.sleep(0.001)
+    end
+    p[1]:close()
+  end)
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_until("\r\n\r\n"), "GET / HTTP/1.0\r\nHost: x")
+    local none, partial = p[2]:read_until("\r\n")
+    lu.assertNil(none)
+    lu.assertEquals(partial, "body")
+  end)
+  lu.assertErrorMsgContains("non-empty string", p[2].read_until, p[2], "")
+end
+
+function TestStream.test_read_some_read_all_and_lines()
+  local p <close> = pair()
+  p[1]:write("abcdef")
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_some(4), "abcd")
+    lu.assertEquals(p[2]:read_some(), "ef")
+    p[1]:write("l1\nl2\n", 3, "\n")
+    local lines = {}
+    for l in p[2]:lines() do
+      lines[#lines + 1] = l
+      if #lines == 3 then break end
+    end
+    lu.assertEquals(lines, { "l1", "l2", "3" })
+    p[1]:write("rest of it")
+    p[1]:shutdown("write")
+    lu.assertEquals(p[2]:read_all(), "rest of it")
+    lu.assertEquals(p[2]:read_all(), "")
+    lu.assertNil(p[2]:read_some())
+  end)
+end
+
+function TestStream.test_write_checks_its_arguments()
+  local p <close> = pair()
+  lu.assertErrorMsgContains("bad argument #2 to 'write' (string expected, got table)",
+    p[1].write, p[1], "x", {})
+  lu.assertErrorMsgContains("non-negative integer", p[1].read, p[1], -1)
+end
+
+function TestStream.test_timeouts_raise_etimedout()
+  local p <close> = pair()
+  p[2]:settimeout(0.02)
+  local t0 = reverb.now()
+  local err = H.within(5, H.raises, "ETIMEDOUT", p[2].read_line, p[2])
+  lu.assertTrue(reverb.now() - t0 >= 0.02)
+  lu.assertEquals(err.op, "read_line")
+  lu.assertEquals(err.address, "b")
+  p[2]:settimeout(nil)
+  p[1]:write("still usable\n")
+  lu.assertEquals(H.within(5, p[2].read_line, p[2]), "still usable")
+  lu.assertErrorMsgContains("non-negative number", p[2].settimeout, p[2], -1)
+end
+
+function TestStream.test_concurrent_writers_never_interleave()
+  local p <close> = pair()
+  local BLOCK = 256 * 1024
+  local blocks = { A = string.rep("A", BLOCK), B = string.rep("B", BLOCK) }
+  local finished = 0
+  for _, who in ipairs { "A", "B" } do
+    reverb.spawn(function()
+      for _ = 1, 16 do p[1]:write(blocks[who]) end   -- 4 MiB each
+      finished = finished + 1
+      if finished == 2 then p[1]:shutdown("write") end
+    end)
+  end
+  local all = H.within(30, p[2].read_all, p[2])
+  lu.assertEquals(#all, 2 * 16 * BLOCK)
+  for run in all:gmatch("A+") do lu.assertEquals(#run % BLOCK, 0, "an A write was split") end
+  for run in all:gmatch("B+") do lu.assertEquals(#run % BLOCK, 0, "a B write was split") end
+end
+
+function TestStream.test_a_slow_reader_slows_the_writer()
+  local p <close> = pair()
+  local wrote = false
+  reverb.spawn(function()
+    p[1]:write(string.rep("x", 16 << 20))
+    wrote = true
+  end)
+  reverb.sleep(0.05)
+  lu.assertFalse(wrote, "16 MiB cannot fit in the kernel: write must wait")
+  local n = 0
+  H.within(20, function()
+    while n < 16 << 20 do n = n + #p[2]:read_some() end
+  end)
+  reverb.sleep(0)
+  lu.assertTrue(wrote)
+end
+
+function TestStream.test_half_close()
+  local p <close> = pair()
+  H.within(5, function()
+    p[1]:write("question")
+    p[1]:shutdown("write")
+    lu.assertEquals(p[2]:read_all(), "question")
+    p[2]:write("answer")
+    p[2]:close()
+    lu.assertEquals(p[1]:read_all(), "answer")
+  end)
+end
+
+function TestStream.test_closed_stream_raises_ebadf()
+  local p <close> = pair()
+  p[1]:close()
+  lu.assertEquals(tostring(p[1]), "reverb.stream: closed")
+  H.raises("EBADF", p[1].write, p[1], "x")
+  H.raises("EBADF", p[1].read_line, p[1])
+  lu.assertTrue(p[1]:close())
+end
+
+function TestStream.test_close_wakes_a_waiting_reader()
+  local p <close> = pair()
+  local err
+  reverb.spawn(function() err = select(2, pcall(p[2].read_line, p[2])) end)
+  reverb.sleep(0.01)
+  p[2]:close()
+  reverb.sleep(0.01)
+  lu.assertTrue(core.iserror(err))
+  lu.assertEquals(err.code, "EBADF")
+end
+
+return { TestStream = TestStream }
