@@ -33,9 +33,16 @@ end
 function H.class()
   local C = {}
   function C.setUp() C._fds = H.fds() end
+  -- Peers' handlers may still be closing their ends: give the loop a
+  -- bounded moment to settle before counting.
   function C.tearDown()
-    collectgarbage()
-    collectgarbage()
+    local deadline = reverb.now() + 2 * H.SLOW
+    repeat
+      collectgarbage()
+      collectgarbage()
+      if H.fds() == C._fds then return end
+      reverb.sleep(0.005)
+    until reverb.now() > deadline
     lu.assertEquals(H.fds(), C._fds, "descriptors leaked by this test")
   end
   return C

@@ -1,0 +1,83 @@
+--- spec/client_spec.lua: reverb.connect, at top level and in tasks.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local core = require "reverb.core"
+local H = require "helper"
+
+local function echo_lines(conn)
+  for line in conn:lines() do conn:write(line, "\n") end
+end
+
+local TestClient = H.class()
+
+function TestClient.test_the_contract_example_at_top_level()
+  local srv <close> = reverb.serve(0, function(conn)
+    for l in conn:lines() do conn:write(l, "\n") end
+  end)
+  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  c:write("hello\n")
+  lu.assertEquals(c:read_line(), "hello")
+  lu.assertEquals(c.peer, "127.0.0.1:" .. srv.port)
+  lu.assertStrContains(tostring(c.socket), "inet stream")
+end
+
+function TestClient.test_connect_inside_a_task()
+  local srv <close> = reverb.serve(0, echo_lines)
+  local got = H.within(5, function()
+    local c <close> = reverb.connect { host = "127.0.0.1", port = srv.port }
+    c:write("from a task\n")
+    return c:read_line()
+  end)
+  lu.assertEquals(got, "from a task")
+end
+
+function TestClient.test_refused_raises_and_leaks_nothing()
+  local hold <close> = core.socket()
+  hold:bind("127.0.0.1", 0)
+  local port = select(2, hold:getsockname())
+  local err = H.raises("ECONNREFUSED", reverb.connect, "127.0.0.1", port)
+  lu.assertEquals(err.address, "127.0.0.1:" .. port)
+  lu.assertEquals(tostring(err), "connect 127.0.0.1:" .. port .. ": Connection refused (ECONNREFUSED)")
+end
+
+function TestClient.test_unknown_host_raises_eai()
+  local ok, err = pcall(reverb.connect, "no-such-host.invalid", 80)
+  lu.assertFalse(ok)
+  lu.assertStrMatches(err.code, "EAI_%u+")
+end
+
+function TestClient.test_connect_timeout()
+  -- A listener with a backlog of 0 that never accepts: once its queue is
+  -- full the kernel drops further handshakes and a connect hangs.
+  local l <close> = core.socket()
+  l:bind("127.0.0.1", 0)
+  l:listen(0)
+  local port = select(2, l:getsockname())
+  local held, timed_out = {}, nil
+  for _ = 1, 20 do
+    local ok, res = pcall(reverb.connect, "127.0.0.1", port, { timeout = 0.05 })
+    if not ok then
+      timed_out = res
+      break
+    end
+    held[#held + 1] = res
+  end
+  for _, c in ipairs(held) do c:close() end
+  lu.assertNotNil(timed_out, "some connect must time out")
+  lu.assertEquals(timed_out.code, "ETIMEDOUT")
+  lu.assertEquals(timed_out.op, "connect")
+end
+
+function TestClient.test_nodelay_and_timeout_options()
+  local srv <close> = reverb.serve(0, echo_lines)
+  local c <close> = reverb.connect("127.0.0.1", srv.port, { nodelay = true, timeout = 0.02 })
+  lu.assertTrue(c.socket:getoption("nodelay"))
+  H.raises("ETIMEDOUT", c.read_line, c)   -- the timeout applies to later waits
+end
+
+function TestClient.test_bad_arguments()
+  lu.assertErrorMsgContains("string expected", reverb.connect, 42, 80)
+  lu.assertErrorMsgContains("integer port expected", reverb.connect, "127.0.0.1", "80")
+end
+
+return { TestClient = TestClient }

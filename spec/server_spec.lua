@@ -1,0 +1,227 @@
+--- spec/server_spec.lua: reverb.serve, from accept to close, under trouble.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local core = require "reverb.core"
+local H = require "helper"
+
+local function echo_lines(conn)
+  for line in conn:lines() do conn:write(line, "\n") end
+end
+
+-- A server whose log lines are kept in srv.logged instead of stderr.
+local function quiet_serve(opts, handler)
+  local logged = {}
+  opts.log = function(msg) logged[#logged + 1] = msg end
+  local srv = reverb.serve(opts, handler)
+  srv.logged = logged
+  return srv
+end
+
+local TestServer = H.class()
+
+function TestServer.test_serve_on_any_free_port_and_echo()
+  local srv <close> = reverb.serve(0, echo_lines)
+  lu.assertEquals(srv.host, "127.0.0.1")
+  lu.assertTrue(srv.port > 0)
+  local c <close> = reverb.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
+  c:write("hello\n")
+  lu.assertEquals(c:read_line(), "hello")
+end
+
+function TestServer.test_hundreds_of_concurrent_clients_each_get_their_own_echo()
+  local srv <close> = reverb.serve(0, echo_lines)
+  local N, ok = 300, 0
+  local function client(i)
+    local c <close> = reverb.connect("127.0.0.1", srv.port)
+    for k = 1, 3 do
+      c:write("client ", i, " line ", k, "\n")
+      lu.assertEquals(c:read_line(), "client " .. i .. " line " .. k)
+      reverb.sleep(0)
+    end
+    ok = ok + 1
+  end
+  H.within(30, function()
+    for i = 1, N do reverb.spawn(client, i) end
+    while ok < N do reverb.sleep(0.005) end
+  end)
+  lu.assertEquals(ok, N)
+end
+
+function TestServer.test_clients_list_follows_connections()
+  local srv <close> = reverb.serve(0, echo_lines)
+  lu.assertEquals(#srv:clients(), 0)
+  local a = reverb.connect("127.0.0.1", srv.port)
+  local b = reverb.connect("127.0.0.1", srv.port)
+  a:write("x\n") a:read_line()
+  b:write("x\n") b:read_line()
+  lu.assertEquals(#srv:clients(), 2)
+  local peers = {}
+  for _, conn in ipairs(srv:clients()) do peers[conn.peer] = true end
+  local _, aport = a.socket:getsockname()
+  lu.assertTrue(peers["127.0.0.1:" .. aport], "conn.peer names the client")
+  a:close()
+  H.within(5, function() while #srv:clients() ~= 1 do reverb.sleep(0.001) end end)
+  b:close()
+  H.within(5, function() while #srv:clients() ~= 0 do reverb.sleep(0.001) end end)
+end
+
+function TestServer.test_a_raising_handler_is_logged_and_others_go_on()
+  local srv <close> = quiet_serve({}, function(conn)
+    for line in conn:lines() do
+      if line == "boom" then error("handler blew up") end
+      conn:write(line, "\n")
+    end
+  end)
+  H.within(10, function()
+    local good = reverb.connect("127.0.0.1", srv.port)
+    local bad = reverb.connect("127.0.0.1", srv.port)
+    good:write("before\n")
+    lu.assertEquals(good:read_line(), "before")
+    bad:write("boom\n")
+    lu.assertNil(bad:read_line(), "the failed handler's connection is closed")
+    good:write("after\n")
+    lu.assertEquals(good:read_line(), "after")
+    good:close()
+    bad:close()
+  end)
+  lu.assertEquals(#srv.logged, 1)
+  lu.assertStrMatches(srv.logged[1], "127%.0%.0%.1:%d+: .*handler blew up.*")
+  lu.assertStrContains(srv.logged[1], "stack traceback")
+end
+
+function TestServer.test_reset_mid_message_and_silent_clients_do_not_hurt()
+  local srv <close> = quiet_serve({}, echo_lines)
+  H.within(10, function()
+    local silent = reverb.connect("127.0.0.1", srv.port)
+    for _ = 1, 20 do
+      local r = reverb.connect("127.0.0.1", srv.port)
+      r:write("half a li")
+      r.socket:setoption("linger", 0)
+      r:close()
+    end
+    local c <close> = reverb.connect("127.0.0.1", srv.port)
+    c:write("still here\n")
+    lu.assertEquals(c:read_line(), "still here")
+    silent:close()
+  end)
+end
+
+function TestServer.test_close_stops_accepting_but_live_clients_go_on()
+  local srv = reverb.serve(0, echo_lines)
+  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  c:write("1\n")
+  lu.assertEquals(c:read_line(), "1")
+  srv:close()
+  H.raises("ECONNREFUSED", reverb.connect, "127.0.0.1", srv.port)
+  c:write("2\n")
+  lu.assertEquals(c:read_line(), "2")
+end
+
+function TestServer.test_idle_timeout_closes_silent_clients()
+  local srv <close> = quiet_serve({ idle_timeout = 0.05 }, echo_lines)
+  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  local t0 = reverb.now()
+  lu.assertNil(H.within(5, c.read_line, c))
+  lu.assertTrue(reverb.now() - t0 >= 0.05)
+  lu.assertEquals(srv.logged, {}, "an idle close is not an error")
+end
+
+function TestServer.test_max_line_option()
+  local srv <close> = quiet_serve({ max_line = 16 }, echo_lines)
+  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  c:write(string.rep("y", 100), "\n")
+  lu.assertNil(H.within(5, c.read_line, c))
+  lu.assertStrContains(srv.logged[1], "EMSGSIZE")
+end
+
+function TestServer.test_unix_socket_server()
+  local path = os.tmpname()
+  os.remove(path)
+  local srv = reverb.serve({ unix = path }, echo_lines)
+  local c <close> = reverb.connect { unix = path }
+  c:write("via unix\n")
+  lu.assertEquals(c:read_line(), "via unix")
+  lu.assertEquals(srv.clients(srv)[1].peer, path)
+  srv:close()
+  lu.assertNil(io.open(path), "the socket file is removed on close")
+end
+
+function TestServer.test_inet6_server()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local srv <close> = reverb.serve({ host = "::1" }, echo_lines)
+  lu.assertEquals(srv.host, "::1")
+  local c <close> = reverb.connect("::1", srv.port)
+  c:write("v6\n")
+  lu.assertEquals(c:read_line(), "v6")
+  lu.assertStrMatches(srv:clients()[1].peer, "%[::1%]:%d+")
+end
+
+function TestServer.test_reuseport_lets_two_servers_share_a_port()
+  local a <close> = reverb.serve({ reuseport = true }, echo_lines)
+  local b <close> = reverb.serve({ reuseport = true, port = a.port }, echo_lines)
+  lu.assertEquals(a.port, b.port)
+end
+
+function TestServer.test_port_in_use_raises_and_leaks_nothing()
+  local a <close> = reverb.serve(0, echo_lines)
+  local err = H.raises("EADDRINUSE", reverb.serve, a.port, echo_lines)
+  lu.assertEquals(err.op, "bind")
+end
+
+function TestServer.test_bad_arguments()
+  lu.assertErrorMsgContains("function expected", reverb.serve, 0, "echo")
+  lu.assertErrorMsgContains("port or options expected", reverb.serve, "8080", echo_lines)
+end
+
+-- The server runs in a child process with a descriptor limit of 24, so
+-- about 15 clients exhaust it. The rest wait in the backlog; once some
+-- clients leave, every waiting one is served and none is dropped.
+function TestServer.test_descriptor_exhaustion_pauses_accepting_then_resumes()
+  local pid, out = H.start("ulimit -n 24; exec " .. H.LUA .. [[ -e '
+    local reverb = require "reverb"
+    local srv = reverb.serve(0, function(conn)
+      for line in conn:lines() do conn:write(line, "\n") end
+    end)
+    print("port " .. srv.port) io.stdout:flush()
+    reverb.run()']])
+  local port = tonumber((H.await_output(out, "port (%d+)")))
+  local N = 30   -- fewer than twice what the limit lets the server hold
+  local conns, answered = {}, {}
+  H.within(30, function()
+    for i = 1, N do
+      conns[i] = reverb.connect("127.0.0.1", port)
+      conns[i]:write("hello ", i, "\n")
+    end
+    -- the ones the server could accept answer; the others wait
+    for i = 1, N do
+      reverb.spawn(function()
+        local c = conns[i]
+        if c:read_line() == "hello " .. i then answered[i] = true end
+      end)
+    end
+    reverb.sleep(0.3 * H.SLOW)
+    local first = 0
+    for i = 1, N do if answered[i] then first = first + 1 end end
+    lu.assertTrue(first >= N / 2 and first < N, first .. " answered before any left")
+    -- the first ones leave, freeing descriptors
+    for i = 1, N do
+      if answered[i] then conns[i]:close() end
+    end
+    local deadline = reverb.now() + 10 * H.SLOW
+    local all
+    repeat
+      reverb.sleep(0.01)
+      all = true
+      for i = 1, N do if not answered[i] then all = false end end
+    until all or reverb.now() > deadline
+    lu.assertTrue(all, "every waiting client is served once descriptors free up")
+    for i = 1, N do conns[i]:close() end
+  end)
+  H.stop(pid)
+  local log = H.slurp(out)
+  os.remove(out)
+  lu.assertStrContains(log, "EMFILE")
+  lu.assertStrContains(log, "accepting paused")
+end
+
+return { TestServer = TestServer }

@@ -1,0 +1,65 @@
+--- spec/udp_spec.lua: reverb.udp, datagrams on the loop.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local H = require "helper"
+
+local TestUdp = H.class()
+
+function TestUdp.test_echo_between_two_sockets_at_top_level()
+  local server <close> = reverb.udp("127.0.0.1", 0)
+  lu.assertTrue(server.port > 0)
+  lu.assertEquals(select(2, server.socket:getsockname()), server.port)
+  local client <close> = reverb.udp()
+  client:sendto("ping", "127.0.0.1", server.port)
+  local data, host, port = server:recvfrom()
+  lu.assertEquals({ data, host }, { "ping", "127.0.0.1" })
+  server:sendto("pong", host, port)
+  lu.assertEquals(client:recvfrom(), "pong")
+end
+
+function TestUdp.test_an_echo_task_serves_many_datagrams()
+  local server <close> = reverb.udp("127.0.0.1", 0)
+  reverb.spawn(function()
+    for _ = 1, 50 do
+      local d, h, p = server:recvfrom()
+      server:sendto(d:upper(), h, p)
+    end
+  end)
+  H.within(10, function()
+    local c <close> = reverb.udp()
+    for i = 1, 50 do
+      c:sendto("msg " .. i, "127.0.0.1", server.port)
+      lu.assertEquals(c:recvfrom(), "MSG " .. i)
+    end
+  end)
+end
+
+function TestUdp.test_recvfrom_timeout()
+  local u <close> = reverb.udp("127.0.0.1", 0)
+  u:settimeout(0.02)
+  local err = H.raises("ETIMEDOUT", u.recvfrom, u)
+  lu.assertEquals(err.op, "recvfrom")
+end
+
+function TestUdp.test_unix_datagrams()
+  local path = os.tmpname()
+  os.remove(path)
+  local a <close> = reverb.udp { unix = path }
+  local b <close> = reverb.udp { unix = path .. ".b" }
+  b:sendto("over a unix datagram", path)
+  local data, from = a:recvfrom()
+  lu.assertEquals(data, "over a unix datagram")
+  lu.assertEquals(from, path .. ".b")
+  os.remove(path)
+  os.remove(path .. ".b")
+end
+
+function TestUdp.test_inet6_datagrams()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local a <close> = reverb.udp("::1", 0)
+  local b <close> = reverb.udp("::1", 0)
+  b:sendto("v6", "::1", a.port)
+  lu.assertEquals({ a:recvfrom() }, { "v6", "::1", b.port })
+end
+
+return { TestUdp = TestUdp }
