@@ -175,6 +175,7 @@ end
 function M.watch(w, fd, mode)
   getpoller():add(fd, mode)
   w.fd = fd
+  w.mode_level = mode ~= nil and mode ~= "edge"
   watchers[fd] = w
 end
 
@@ -334,6 +335,19 @@ end
 
 -- Signals: one daemon task watches the self-pipe and starts handlers.
 local handlers, sigwatch = {}, nil
+
+--- In a child just forked (reverb serve --workers): forget the parent's
+-- loop. The epoll instance, tasks, timers and signal handlers are the
+-- parent's; the child starts from nothing.
+function M.after_fork()
+  if poller then poller:close() end
+  poller = nil
+  watchers = setmetatable({}, { __mode = "v" })
+  tasks, ntasks, timers = {}, 0, heap.new()
+  runq, rargs, startargs, qhead, qtail = {}, {}, {}, 1, 0
+  stopping, stepping, main_woken, main_value = false, false, false, nil
+  handlers, sigwatch = {}, nil
+end
 
 local function signal_task()
   while true do

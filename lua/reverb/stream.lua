@@ -57,6 +57,7 @@ local function fill(self, op)
           return nil
         end
         if n < RECV and not self.hup then self.rready = false end
+        self.bytes_in = self.bytes_in + n
         return data
       end
       self.rready = false
@@ -257,6 +258,7 @@ function Stream:write(...)
     end
     data = concat(parts)
   end
+  self.bytes_out = self.bytes_out + #data
   if not self.wlock and self.wready and not self.closed then
     local sent = send(self.socket, data)
     if sent == #data then return self end
@@ -303,7 +305,7 @@ end
 local function new(sock, peer, opts)
   local self = setmetatable({
     socket = sock, peer = peer, buf = "", pos = 1,
-    rready = true, wready = true,
+    rready = true, wready = true, bytes_in = 0, bytes_out = 0,
     max_line = opts and opts.max_line or MAX_LINE,
     timeout = opts and opts.timeout,
   }, Stream)

@@ -1,0 +1,149 @@
+--- reverb.cli_connect: `reverb connect` (an interactive client, like nc)
+-- and `reverb send` (the tutorial's client: a message, then the reply).
+--
+-- connect runs two tasks, stdin to the socket and the socket to stdout,
+-- so bytes flow both ways at once. End of stdin half-closes; the peer
+-- closing ends the command. A failure in either direction ends it with
+-- one line and status 1.
+
+local reverb = require "reverb"
+local core = require "reverb.core"
+local cli = require "reverb.cli"
+local stdio = require "reverb.stdio"
+
+local ESC = { ["\r"] = "\\r", ["\n"] = "\\n", ["\t"] = "\\t", ["\\"] = "\\\\" }
+
+local function escape(s)
+  return (s:gsub("[%z\1-\31\\\127-\255]", function(c)
+    return ESC[c] or string.format("\\x%02x", c:byte())
+  end))
+end
+
+-- "> 00000000 hello\r\n": direction, offset of the chunk's first byte in
+-- that direction, the bytes escaped.
+local function tracer(enabled)
+  if not enabled then return function() end end
+  local offsets = { [">"] = 0, ["<"] = 0 }
+  return function(dir, data)
+    io.stderr:write(string.format("%s %08x %s\n", dir, offsets[dir], escape(data)))
+    offsets[dir] = offsets[dir] + #data
+  end
+end
+
+local function target(cmd, o, pos)
+  if o.unix then return { unix = o.unix }, o.unix end
+  if not pos[1] or not pos[2] then cli.usage(cmd, "needs HOST and PORT") end
+  return pos[1], cli.port(cmd, pos[2])
+end
+
+-- Runs the given task bodies until the loop is idle or one of them calls
+-- finish(); the first error any of them raised is raised here.
+local function run_tasks(...)
+  local failed
+  for _, body in ipairs { ... } do
+    reverb.spawn(function()
+      local ok, err = pcall(body)
+      if not ok and not failed then
+        failed = err
+        reverb.stop()
+      end
+    end)
+  end
+  reverb.run()
+  if failed then error(failed, 0) end
+end
+
+local function connect_udp(host, port, trace)
+  local u = reverb.udp()
+  local stdin_done = false
+  run_tasks(function()
+    while true do
+      local data = stdio.read()
+      if not data then break end
+      trace(">", data)
+      u:sendto(data, host, port)
+    end
+    stdin_done = true
+    u:settimeout(0.5)   -- late replies still arrive; then we are done
+  end, function()
+    while true do
+      local ok, data = pcall(u.recvfrom, u)
+      if not ok then
+        if stdin_done and core.iserror(data) and data.code == "ETIMEDOUT" then break end
+        error(data, 0)
+      end
+      trace("<", data)
+      stdio.write(data)
+    end
+    reverb.stop()
+  end)
+  u:close()
+  return 0
+end
+
+local function connect(args)
+  local o, pos = cli.parse("connect", args, {
+    values = { ["--unix"] = "unix" },
+    flags = { ["--udp"] = "udp", ["--trace"] = "trace" },
+  })
+  if o.help then
+    io.stdout:write(cli.HELP.connect)
+    return 0
+  end
+  local host, port = target("connect", o, pos)
+  local trace = tracer(o.trace)
+  if o.udp then return connect_udp(host, port, trace) end
+  local conn = reverb.connect(host, port)
+  run_tasks(function()
+    while true do
+      local data = stdio.read()
+      if not data then break end
+      trace(">", data)
+      conn:write(data)
+    end
+    if not conn.closed then conn:shutdown("write") end
+  end, function()
+    while true do
+      local data = conn:read_some()
+      if not data then break end
+      trace("<", data)
+      stdio.write(data)
+    end
+    reverb.stop()   -- the peer closed: done, even if stdin is still open
+  end)
+  conn:close()
+  return 0
+end
+
+local function send(args)
+  local o, pos = cli.parse("send", args, {
+    values = { ["--unix"] = "unix", ["--timeout"] = "timeout" },
+  })
+  if o.help then
+    io.stdout:write(cli.HELP.send)
+    return 0
+  end
+  local host, port = target("send", o, pos)
+  local first = o.unix and 1 or 3
+  local message = pos[first] and table.concat(pos, " ", first) .. "\n"
+  local conn <close> = reverb.connect(host, port)
+  conn:settimeout(o.timeout and cli.number("send", "--timeout", o.timeout) or 5)
+  if message then
+    conn:write(message)
+  else
+    for data in stdio.read do conn:write(data) end
+  end
+  conn:shutdown("write")
+  while true do
+    local ok, data = pcall(conn.read_some, conn)
+    if not ok then
+      if core.iserror(data) and data.code == "ETIMEDOUT" then break end
+      error(data, 0)
+    end
+    if not data then break end
+    stdio.write(data)
+  end
+  return 0
+end
+
+return { connect = connect, send = send, escape = escape }

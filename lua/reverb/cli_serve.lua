@@ -1,0 +1,180 @@
+--- reverb.cli_serve: `reverb serve`, the echo server out of the box, a
+-- handler script's server, UDP, unix sockets and --workers.
+--
+-- Workers: the parent binds the port first (SO_REUSEPORT, not listening),
+-- so port 0 resolves to one port for all; each forked child listens on it
+-- with SO_REUSEPORT and the kernel spreads connections among them. The
+-- parent only supervises: it restarts a worker that dies and, on SIGINT
+-- or SIGTERM, stops them all.
+
+local reverb = require "reverb"
+local core = require "reverb.core"
+local loop = require "reverb.loop"
+local cli = require "reverb.cli"
+
+local SPEC = {
+  values = { ["--host"] = "host", ["--unix"] = "unix", ["--workers"] = "workers",
+             ["--idle-timeout"] = "idle_timeout", ["--max-line"] = "max_line" },
+  flags = { ["--udp"] = "udp", ["-v"] = "verbose", ["--verbose"] = "verbose",
+            ["-q"] = "quiet", ["--quiet"] = "quiet" },
+}
+
+local function say(...)
+  io.stderr:write("reverb: ", ...)
+  io.stderr:write("\n")
+end
+
+-- The echo handler: each chunk back as it arrives, binary-safe.
+local Stream = require("reverb.stream").Stream
+local read_some, write = Stream.read_some, Stream.write
+local function echo(conn)
+  while true do
+    local data = read_some(conn)
+    if not data then return end
+    write(conn, data)
+  end
+end
+
+local function load_handler(script)
+  if not script then return nil end
+  local ok, handler = xpcall(cli.load(script), cli.bug)
+  if not ok then error(handler, 0) end
+  if type(handler) ~= "function" then
+    error({ line = script .. " must return a handler function (it returned " ..
+      type(handler) .. ")" }, 0)
+  end
+  return handler
+end
+
+-- Stops on SIGINT/SIGTERM: no more accepting, clients closed, run() ends.
+local function stop_on_signals(close)
+  local function stop()
+    close()
+    reverb.stop()
+  end
+  reverb.on_signal("INT", stop)
+  reverb.on_signal("TERM", stop)
+end
+
+local function serve_udp(o, handler)
+  local u = reverb.udp(o.host, o.port)
+  handler = handler or function(data) return data end
+  if not o.quiet then say("udp ", o.what, " listening on ", o.host, ":", u.port) end
+  reverb.spawn(function()
+    while not u.closed do
+      local ok, err = pcall(function()
+        local data, host, port = u:recvfrom()
+        local reply = handler(data, host, port, u)
+        if reply then u:sendto(reply, host, port) end
+      end)
+      if not ok and not u.closed then say("udp handler: ", tostring(err)) end
+    end
+  end)
+  stop_on_signals(function() u:close() end)
+end
+
+local function serve_stream(o, handler)
+  local opts = {
+    host = o.host, port = o.port, unix = o.unix, reuseport = o.reuseport,
+    idle_timeout = o.idle_timeout, max_line = o.max_line,
+  }
+  if o.verbose then
+    opts.on_open = function(conn) say(conn.peer, " open") end
+    opts.on_close = function(conn)
+      say(conn.peer, " closed, ", conn.bytes_in, " bytes in, ", conn.bytes_out, " bytes out")
+    end
+  end
+  local srv = reverb.serve(opts, handler or echo)
+  if not o.quiet and not o.worker then
+    say(o.what, " listening on ", o.unix or (srv.host .. ":" .. srv.port))
+  end
+  stop_on_signals(function()
+    srv:close()
+    for _, conn in ipairs(srv:clients()) do conn:close() end
+  end)
+  return srv
+end
+
+-- The parent of --workers: forks, supervises, restarts, stops them all.
+local function supervise(o, n)
+  local reserve = core.socket(o.host:find(":", 1, true) and "inet6" or "inet")
+  reserve:setoption("reuseport", true)
+  reserve:bind(o.host, o.port)
+  o.port = select(2, reserve:getsockname())
+  o.reuseport, o.worker = true, true
+  local workers, stopping = {}, false
+
+  local function start_worker()
+    local pid = core.fork()
+    if pid == 0 then
+      loop.after_fork()
+      reserve:close()
+      local ok, err = pcall(function()
+        serve_stream(o, load_handler(o.script))
+        reverb.run()
+      end)
+      if not ok then say(tostring(err)) end
+      os.exit(ok and 0 or 1)
+    end
+    workers[pid] = true
+  end
+
+  for _ = 1, n do start_worker() end
+  if not o.quiet then
+    say(o.what, " listening on ", o.host, ":", o.port, " (", n, " workers)")
+  end
+  local function stop() stopping = true end
+  reverb.on_signal("INT", stop)
+  reverb.on_signal("TERM", stop)
+  while not stopping do
+    reverb.sleep(0.05)
+    while true do
+      local ok, pid = pcall(core.waitpid, -1, true)
+      if not ok or not pid then break end
+      workers[pid] = nil
+      if not stopping then
+        say("worker ", pid, " ended; starting another")
+        start_worker()
+      end
+    end
+  end
+  for pid in pairs(workers) do pcall(core.kill, pid, "TERM") end
+  local deadline = reverb.now() + 2
+  while next(workers) and reverb.now() < deadline do
+    local ok, pid = pcall(core.waitpid, -1, true)
+    if ok and pid then workers[pid] = nil else reverb.sleep(0.01) end
+  end
+  for pid in pairs(workers) do pcall(core.kill, pid, "KILL") end
+  reserve:close()
+  return 0
+end
+
+local function main(args)
+  local o, pos = cli.parse("serve", args, SPEC)
+  if o.help then
+    io.stdout:write(cli.HELP.serve)
+    return 0
+  end
+  if #pos > 2 then cli.usage("serve", "too many arguments: " .. table.concat(pos, " ")) end
+  for _, p in ipairs(pos) do
+    if p:match("%.lua$") or not tonumber(p) then o.script = p else o.port = cli.port("serve", p) end
+  end
+  o.port = o.port or 8080
+  o.host = o.host or "127.0.0.1"
+  if o.host == "*" then o.host = "0.0.0.0" end
+  if o.workers then o.workers = cli.number("serve", "--workers", o.workers, true) end
+  if o.idle_timeout then o.idle_timeout = cli.number("serve", "--idle-timeout", o.idle_timeout) end
+  if o.max_line then o.max_line = cli.number("serve", "--max-line", o.max_line, true) end
+  if o.udp and (o.unix or o.workers) then
+    cli.usage("serve", "--udp goes with neither --unix nor --workers")
+  end
+  o.what = o.script and ("server " .. o.script) or "echo server"
+
+  if o.workers and o.workers > 1 then return supervise(o, o.workers) end
+  local handler = load_handler(o.script)
+  if o.udp then serve_udp(o, handler) else serve_stream(o, handler) end
+  reverb.run()
+  return 0
+end
+
+return { main = main }

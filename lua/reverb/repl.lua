@@ -1,0 +1,86 @@
+--- reverb.repl: a Lua prompt whose loop keeps running while it waits.
+--
+-- Reading a line of stdin is a reverb wait at top level, so the loop runs
+-- the whole time the prompt is idle: servers started at the prompt answer
+-- clients between keystrokes. Input and output follow lua5.4: expressions
+-- print their values, an unfinished statement continues with ">>".
+
+local core = require "reverb.core"
+local cli = require "reverb.cli"
+local stdio = require "reverb.stdio"
+
+-- Lines of stdin, one at a time (a pipe may deliver several at once).
+local function line_reader()
+  local buf, eof = "", false
+  return function()
+    while true do
+      local nl = buf:find("\n", 1, true)
+      if nl then
+        local line = buf:sub(1, nl - 1)
+        buf = buf:sub(nl + 1)
+        return line
+      end
+      if eof then
+        if buf == "" then return nil end
+        local line = buf
+        buf = ""
+        return line
+      end
+      local data = stdio.read()
+      if data then buf = buf .. data else eof = true end
+    end
+  end
+end
+
+local function show(...)
+  local n = select("#", ...)
+  if n == 0 then return end
+  local out = {}
+  for i = 1, n do out[i] = tostring((select(i, ...))) end
+  io.stdout:write(table.concat(out, "\t"), "\n")
+end
+
+local function report(err)
+  if core.iserror(err) then return tostring(err) end
+  return debug.traceback(tostring(err), 2)
+end
+
+local function main()
+  local env = cli.env()
+  local tty = core.isatty(0)
+  local function prompt(p)
+    if tty then io.stdout:write(p) end
+    io.stdout:flush()
+  end
+  if tty then
+    io.stdout:write("reverb ", core.version, " (", _VERSION, ") -- the loop runs while you type\n")
+  end
+  local next_line = line_reader()
+  local pending = nil
+  prompt("> ")
+  while true do
+    local line = next_line()
+    if not line then break end
+    local src = pending and pending .. "\n" .. line or line
+    local fn, err = load("return " .. src, "=stdin", "t", env)
+    if not fn then fn, err = load(src, "=stdin", "t", env) end
+    if not fn and err:match("<eof>$") then
+      pending = src
+      prompt(">> ")
+    else
+      pending = nil
+      if not fn then
+        io.stdout:write(err, "\n")
+      else
+        local res = table.pack(xpcall(fn, report))
+        if res[1] then show(table.unpack(res, 2, res.n))
+        else io.stdout:write(res[2], "\n") end
+      end
+      prompt("> ")
+    end
+  end
+  if tty then io.stdout:write("\n") end
+  return 0
+end
+
+return { main = main }
