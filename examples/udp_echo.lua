@@ -1,7 +1,7 @@
 -- udp_echo.lua: a UDP echo server and client in blocking reverb.core calls.
 --
--- Run the server:   bin/reverb run examples/udp_echo.lua [PORT]           (default 8080; 0: any)
--- Send to it:       bin/reverb run examples/udp_echo.lua PORT "a message"
+-- Run:   bin/reverb run examples/udp_echo.lua [PORT]           (default 8080; 0: any)
+-- then:  bin/reverb run examples/udp_echo.lua PORT "a message"
 -- The server answers every datagram with the same bytes until interrupted.
 local core = require "reverb.core"
 

@@ -184,11 +184,13 @@ function M.load(path, env)
 end
 
 -- Errors raised by a script's own code keep their traceback.
+local BUG = { __index = { bug = true } }
 local function bug(e)
-  if core.iserror(e) or getmetatable(e) == USAGE or (type(e) == "table" and e.line) then
+  local mt = getmetatable(e)
+  if core.iserror(e) or mt == USAGE or mt == BUG or (type(e) == "table" and e.line) then
     return e
   end
-  return setmetatable({ text = debug.traceback(tostring(e), 2) }, { __index = { bug = true } })
+  return setmetatable({ text = debug.traceback(tostring(e), 2) }, BUG)
 end
 M.bug = bug
 

@@ -1,0 +1,280 @@
+--- spec/cli_spec.lua: the reverb command, run as a real subprocess, with
+-- nc and socat as third-party peers.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local H = require "helper"
+
+local R = "bin/reverb"
+
+-- Starts `reverb serve ARGS` and returns its pid, port and output file.
+local function serve(args)
+  local pid, out = H.start("exec " .. R .. " serve " .. args)
+  local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+  return pid, tonumber(port), out
+end
+
+local function tmpname()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+-- Children of a process, from /proc.
+local function children(pid)
+  local kids = {}
+  local ls = io.popen("ls /proc")
+  for entry in ls:lines() do
+    if entry:match("^%d+$") then
+      local f = io.open("/proc/" .. entry .. "/stat")
+      local stat = f and f:read("a")
+      if f then f:close() end
+      if stat and tonumber(stat:match("^%d+ %b() %a (%d+)")) == pid then
+        kids[#kids + 1] = tonumber(entry)
+      end
+    end
+  end
+  ls:close()
+  return kids
+end
+
+local TestCli = H.class()
+
+function TestCli.test_help_and_version()
+  local out, status = H.sh(R .. " --help")
+  lu.assertEquals(status, 0)
+  for _, cmd in ipairs { "serve", "connect", "send", "run", "repl" } do
+    lu.assertStrContains(out, "reverb " .. cmd)
+    local sub, substatus = H.sh(R .. " " .. cmd .. " --help")
+    lu.assertEquals(substatus, 0)
+    lu.assertStrContains(sub, "Usage: reverb " .. cmd)
+  end
+  out = H.sh(R .. " --version")
+  lu.assertStrMatches(out, "reverb %d+%.%d+%.%d+ %(Lua 5%.4%)\n")
+end
+
+function TestCli.test_usage_errors_exit_2_in_one_line()
+  for _, args in ipairs { "serve --bogus", "serve 99999", "frobnicate", "connect 127.0.0.1",
+                          "serve --workers many" } do
+    local out, status = H.sh(R .. " " .. args)
+    lu.assertEquals(status, 2, args)
+    lu.assertStrMatches(out, "reverb[^\n]*\n%(see reverb[^\n]*%-%-help%)\n")
+  end
+end
+
+function TestCli.test_serve_and_send()
+  local pid, port, out = serve("0")
+  local reply, status = H.sh(R .. " send 127.0.0.1 " .. port .. " Hello, Server!")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(reply, "Hello, Server!\n")
+  lu.assertStrMatches(H.slurp(out), "reverb: echo server listening on 127%.0%.0%.1:%d+\n")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_serve_answers_nc_and_socat()
+  local pid, port, out = serve("0 -v")
+  local reply = H.sh("printf 'from nc\\n' | nc -N 127.0.0.1 " .. port)
+  lu.assertEquals(reply, "from nc\n")
+  reply = H.sh("printf 'from socat' | socat - TCP:127.0.0.1:" .. port)
+  lu.assertEquals(reply, "from socat")
+  H.await_output(out, "closed, 10 bytes in, 10 bytes out")
+  lu.assertStrContains(H.slurp(out), "closed, 8 bytes in, 8 bytes out")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_serve_a_handler_script()
+  local pid, port, out = serve("0 examples/upper.lua")
+  lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " shout"), "SHOUT\n")
+  lu.assertStrContains(H.slurp(out), "server examples/upper.lua listening")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_udp_echo_and_udp_connect()
+  local pid, port, out = serve("0 --udp")
+  local reply, status = H.sh("printf 'datagram' | " .. R .. " connect 127.0.0.1 " .. port .. " --udp")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(reply, "datagram")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_unix_socket_serve_and_send()
+  local path = tmpname()
+  local pid, out = H.start("exec " .. R .. " serve --unix " .. path)
+  H.await_output(out, "listening on " .. path:gsub("%p", "%%%0"))
+  lu.assertEquals(H.sh(R .. " send --unix " .. path .. " via unix"), "via unix\n")
+  H.stop(pid)
+  lu.assertTrue(H.wait_exit(pid))
+  lu.assertNil(io.open(path), "the socket file is removed at exit")
+  os.remove(out)
+end
+
+function TestCli.test_connect_against_a_socat_echo_server_with_trace()
+  local path = tmpname()
+  local spid, sout = H.start("exec socat UNIX-LISTEN:" .. path .. ",fork EXEC:cat")
+  H.within(5, function()
+    while not os.rename(path, path) do reverb.sleep(0.01) end   -- the socket exists
+  end)
+  local errfile = os.tmpname()
+  local reply, status = H.sh("(printf 'a\\r\\nb\\000c' | " .. R .. " connect --unix " .. path ..
+    " --trace 2>" .. errfile .. ")")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(reply, "a\r\nb\0c")
+  local trace = H.slurp(errfile)
+  lu.assertStrContains(trace, "> 00000000 a\\r\\nb\\x00c\n")
+  lu.assertStrContains(trace, "< 00000000 a\\r\\nb\\x00c\n")
+  H.stop(spid)
+  os.remove(errfile)
+  os.remove(sout)
+  os.remove(path)
+end
+
+function TestCli.test_three_megabytes_of_random_bytes_through_connect()
+  local pid, port, out = serve("0")
+  local input, output = os.tmpname(), os.tmpname()
+  local parts = {}
+  for i = 1, 3 * 1024 do
+    local kb = {}
+    for k = 1, 1024 do kb[k] = math.random(0, 255) end
+    parts[i] = string.char(table.unpack(kb))
+  end
+  local data = table.concat(parts)
+  local f = assert(io.open(input, "wb"))
+  f:write(data)
+  f:close()
+  local msg, status = H.sh("cat " .. input .. " | " .. R .. " connect 127.0.0.1 " .. port ..
+    " > " .. output)
+  lu.assertEquals(status, 0, msg)
+  local got = H.slurp(output)
+  lu.assertEquals(#got, #data)
+  lu.assertTrue(got == data, "every byte back, in order")
+  os.remove(input)
+  os.remove(output)
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_repl_through_a_pipe_keeps_its_server_alive()
+  local out = os.tmpname()
+  local repl = io.popen(R .. " repl > " .. out .. " 2>&1", "w")
+  repl:write([[srv = reverb.serve(0, function(c) for l in c:lines() do c:write(l:upper(), "\n") end end)
+print("port " .. srv.port)
+]])
+  repl:flush()
+  local port = tonumber((H.await_output(out, "port (%d+)")))
+  -- the REPL now waits for its next line; its loop must still serve
+  H.within(10, function()
+    local c <close> = reverb.connect("127.0.0.1", port)
+    c:write("while you type\n")
+    lu.assertEquals(c:read_line(), "WHILE YOU TYPE")
+  end)
+  repl:write("#srv:clients() + 40\nfor i = 1,\n2 do io.write(i) end\nprint()\n")
+  repl:write("error('oops')\n")
+  lu.assertTrue(repl:close())
+  local text = H.slurp(out)
+  lu.assertStrContains(text, "port " .. port .. "\n")
+  lu.assertStrMatches(text, ".*\n40\n12\n.*")
+  lu.assertStrContains(text, "oops")
+  os.remove(out)
+end
+
+function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
+  local pid, port, out = serve("0 --workers 2")
+  local kids
+  H.within(10, function()
+    repeat
+      kids = children(pid)
+      reverb.sleep(0.01)
+    until #kids == 2
+  end)
+  for i = 1, 10 do
+    lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " req " .. i), "req " .. i .. "\n")
+  end
+  H.stop(pid)
+  lu.assertTrue(H.wait_exit(pid))
+  for _, kid in ipairs(kids) do lu.assertTrue(H.wait_exit(kid), "worker " .. kid .. " stopped") end
+  lu.assertStrContains(H.slurp(out), "(2 workers)")
+  os.remove(out)
+end
+
+function TestCli.test_a_dead_worker_is_restarted()
+  local pid, port, out = serve("0 --workers 2")
+  local kids
+  H.within(10, function()
+    repeat kids = children(pid) reverb.sleep(0.01) until #kids == 2
+  end)
+  H.stop(kids[1])
+  H.await_output(out, "worker " .. kids[1] .. " ended; starting another")
+  H.within(10, function()
+    repeat kids = children(pid) reverb.sleep(0.01) until #kids == 2
+  end)
+  lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " still"), "still\n")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestCli.test_sigterm_and_sigint_exit_0()
+  for _, sig in ipairs { "TERM", "INT" } do
+    local pid, out = H.start(R .. " serve 0 & echo child=$!; wait $!; echo status=$?")
+    local child = tonumber((H.await_output(out, "child=(%d+)")))
+    local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+    -- a client connected at the time of the signal does not hold the exit up
+    local c <close> = reverb.connect("127.0.0.1", tonumber(port))
+    require("reverb.core").kill(child, sig)
+    lu.assertEquals(H.await_output(out, "status=(%d+)"), "0", sig)
+    lu.assertNil(c:read_line(), "the client was closed")
+    H.wait_exit(pid)
+    os.remove(out)
+  end
+end
+
+function TestCli.test_expected_failures_are_one_line_and_exit_1()
+  local hold <close> = reverb.serve(0, function() end)
+  local cases = {
+    { "send 127.0.0.1 " .. hold.port .. "0 x", nil },
+    { "send no-such-host.invalid 80 x", "reverb: connect no%-such%-host%.invalid:80: .+\n" },
+    { "serve " .. hold.port, "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
+    { "run no-such-script.lua", "reverb: cannot open no%-such%-script%.lua[^\n]*\n" },
+  }
+  for _, case in ipairs(cases) do
+    local out, status = H.sh(R .. " " .. case[1])
+    if case[2] then
+      lu.assertEquals(status, 1, case[1])
+      lu.assertStrMatches(out, case[2])
+    end
+    lu.assertNotStrContains(out, "traceback")
+  end
+  local closed = reverb.serve(0, function() end)
+  local port = closed.port
+  closed:close()
+  local out, status = H.sh(R .. " send 127.0.0.1 " .. port .. " x")
+  lu.assertEquals(status, 1)
+  lu.assertEquals(out, "reverb: connect 127.0.0.1:" .. port .. ": Connection refused\n")
+end
+
+function TestCli.test_a_bug_in_a_script_shows_its_traceback()
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write("local function inner() local t = nil; return t.x end\ninner()\n")
+  f:close()
+  local out, status = H.sh(R .. " run " .. script)
+  lu.assertEquals(status, 1)
+  lu.assertStrContains(out, "attempt to index a nil value")
+  lu.assertStrContains(out, "stack traceback")
+  os.remove(script)
+end
+
+function TestCli.test_run_sets_arg_like_lua()
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write("print(arg[0] == ..., select('#', ...), arg[1], arg[2], reverb ~= nil)\n")
+  f:close()
+  local out, status = H.sh(R .. " run " .. script .. " one two")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(out, "false\t2\tone\ttwo\ttrue\n")
+  os.remove(script)
+end
+
+return { TestCli = TestCli }

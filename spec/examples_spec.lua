@@ -1,0 +1,99 @@
+--- spec/examples_spec.lua: every example runs as its header says.
+local lu = require "luaunit"
+local reverb = require "reverb"
+local H = require "helper"
+
+local RUN = "exec bin/reverb run examples/"
+
+local TestExamples = H.class()
+
+function TestExamples.test_every_example_says_how_to_run_it()
+  local ls = io.popen("ls examples/*.lua")
+  for file in ls:lines() do
+    local head = H.slurp(file):sub(1, 800)
+    lu.assertEquals(head:sub(1, 3), "-- ", file .. " starts with a header comment")
+    lu.assertStrContains(head, "Run:")
+  end
+  ls:close()
+end
+
+function TestExamples.test_tutorial_server_and_client_talk()
+  local pid, out = H.start(RUN .. "tutorial_echo_server.lua 0")
+  local port = H.await_output(out, "Server is listening on port (%d+)%.%.%.")
+  local reply, status = H.sh("bin/reverb run examples/tutorial_echo_client.lua " .. port)
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(reply, "Server replied: Hello, Server!\n")
+  lu.assertTrue(H.wait_exit(pid), "the tutorial server exits after one client")
+  lu.assertEquals(H.slurp(out),
+    "Server is listening on port " .. port .. "...\nReceived: Hello, Server!\n")
+  os.remove(out)
+end
+
+function TestExamples.test_tutorial_client_without_a_server_fails_in_one_line()
+  local hold = reverb.serve(0, function() end)
+  local port = hold.port
+  hold:close()
+  local out, status = H.sh("bin/reverb run examples/tutorial_echo_client.lua " .. port)
+  lu.assertEquals(status, 1)
+  lu.assertEquals(out, "reverb: connect 127.0.0.1:" .. port .. ": Connection refused\n")
+end
+
+function TestExamples.test_udp_echo()
+  local pid, out = H.start(RUN .. "udp_echo.lua 0")
+  local port = H.await_output(out, "UDP echo listening on port (%d+)")
+  local reply, status = H.sh("bin/reverb run examples/udp_echo.lua " .. port .. " 'over udp'")
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(reply, "Server replied: over udp\n")
+  H.await_output(out, "Received 8 bytes from 127%.0%.0%.1")
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestExamples.test_echo_server_and_client_log_joins_and_leaves()
+  local pid, out = H.start(RUN .. "echo_server.lua 0")
+  local port = H.await_output(out, "listening on port (%d+)")
+  local reply, status = H.sh("bin/reverb run examples/echo_client.lua " .. port .. " one two")
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(reply, "Server replied: one\nServer replied: two\n")
+  H.await_output(out, "left; connected: \n")
+  local log = H.slurp(out)
+  lu.assertStrMatches(log, ".*127%.0%.0%.1:%d+ joined; connected: 127%.0%.0%.1:%d+\n.*")
+  H.stop(pid)
+  lu.assertTrue(H.wait_exit(pid))
+  os.remove(out)
+end
+
+function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
+  local pid, out = H.start(RUN .. "chat.lua 0")
+  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  H.within(10, function()
+    local a = reverb.connect("127.0.0.1", port)
+    lu.assertStrContains(a:read_line(), "0 others here")
+    local b = reverb.connect("127.0.0.1", port)
+    lu.assertStrContains(b:read_line(), "1 others here")
+    lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ joined")
+    a:write("hi all\n")
+    lu.assertStrMatches(b:read_line(), "127%.0%.0%.1:%d+: hi all")
+    b:close()
+    lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ left")
+    a:close()
+  end)
+  H.stop(pid)
+  os.remove(out)
+end
+
+function TestExamples.test_upper_is_a_handler_script()
+  local handler = dofile("examples/upper.lua")
+  local srv <close> = reverb.serve(0, handler)
+  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  c:write("hello\n")
+  lu.assertEquals(c:read_line(), "HELLO")
+end
+
+function TestExamples.test_self_test_is_its_own_server_and_client()
+  local out, status = H.sh("bin/reverb run examples/self_test.lua")
+  lu.assertEquals(status, 0, out)
+  lu.assertEquals(out, "hello\none\ttwo\t2 clients\n")
+end
+
+return { TestExamples = TestExamples }
