@@ -34,6 +34,7 @@ SAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 
 TESTENV = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;;' LUA_CPATH='./build/?.so;;'
 ASANENV = LUA_PATH='./lua/?.lua;./lua/?/init.lua;./spec/?.lua;;' LUA_CPATH='./build/asan/?.so;;' \
+          REVERB_BUILD=build/asan \
           LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
           ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:exitcode=86 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -90,9 +91,9 @@ check-valgrind: build
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite $(LUA) spec/run.lua
 
 lint: deps-check
-	luacheck -q lua bin spec examples
+	luacheck -q --no-color lua bin spec examples
 	cppcheck -q --error-exitcode=1 --enable=warning,style,performance,portability \
-	  --inline-suppr --suppress=missingIncludeSystem -Ibuild -Icsrc \
+	  --inline-suppr --suppress=missingIncludeSystem --suppress=toomanyconfigs -Ibuild -Icsrc \
 	  -I$(LUA_INCDIR) --std=c11 csrc
 
 -include bench/Makefile.inc

@@ -45,7 +45,6 @@ static int numeric(int family, const char *host, rv_addr *out) {
 int rv_resolve(lua_State *L, const char *op, int family, int type,
                const char *host, lua_Integer port, int passive, rv_addr *out) {
   struct addrinfo hints, *res = NULL;
-  char text[300];
   int rc;
   if (numeric(family, host, out)) {
     set_port(out, (int)port);
@@ -57,6 +56,7 @@ int rv_resolve(lua_State *L, const char *op, int family, int type,
   hints.ai_flags = passive ? AI_PASSIVE : 0;
   rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc != 0) {
+    char text[300];
     snprintf(text, sizeof text, "%s:%d", host, (int)port);
     return rv_fail_gai(L, op, rc, text);
   }

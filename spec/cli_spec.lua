@@ -93,7 +93,8 @@ end
 
 function TestCli.test_udp_echo_and_udp_connect()
   local pid, port, out = serve("0 --udp")
-  local reply, status = H.sh("printf 'datagram' | " .. R .. " connect 127.0.0.1 " .. port .. " --udp")
+  local reply, status = H.sh("printf 'datagram' | " .. R .. " connect 127.0.0.1 " .. port ..
+    " --udp")
   lu.assertEquals(status, 0)
   lu.assertEquals(reply, "datagram")
   H.stop(pid)
@@ -159,7 +160,9 @@ end
 function TestCli.test_repl_through_a_pipe_keeps_its_server_alive()
   local out = os.tmpname()
   local repl = io.popen(R .. " repl > " .. out .. " 2>&1", "w")
-  repl:write([[srv = reverb.serve(0, function(c) for l in c:lines() do c:write(l:upper(), "\n") end end)
+  repl:write([[srv = reverb.serve(0, function(c)
+  for l in c:lines() do c:write(l:upper(), "\n") end
+end)
 print("port " .. srv.port)
 ]])
   repl:flush()
@@ -235,7 +238,8 @@ function TestCli.test_expected_failures_are_one_line_and_exit_1()
   local cases = {
     { "send 127.0.0.1 " .. hold.port .. "0 x", nil },
     { "send no-such-host.invalid 80 x", "reverb: connect no%-such%-host%.invalid:80: .+\n" },
-    { "serve " .. hold.port, "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
+    { "serve " .. hold.port,
+      "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
     { "run no-such-script.lua", "reverb: cannot open no%-such%-script%.lua[^\n]*\n" },
   }
   for _, case in ipairs(cases) do

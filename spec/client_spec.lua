@@ -37,7 +37,8 @@ function TestClient.test_refused_raises_and_leaks_nothing()
   local port = select(2, hold:getsockname())
   local err = H.raises("ECONNREFUSED", reverb.connect, "127.0.0.1", port)
   lu.assertEquals(err.address, "127.0.0.1:" .. port)
-  lu.assertEquals(tostring(err), "connect 127.0.0.1:" .. port .. ": Connection refused (ECONNREFUSED)")
+  lu.assertEquals(tostring(err),
+    "connect 127.0.0.1:" .. port .. ": Connection refused (ECONNREFUSED)")
 end
 
 function TestClient.test_unknown_host_raises_eai()

@@ -1,7 +1,6 @@
 --- spec/server_spec.lua: reverb.serve, from accept to close, under trouble.
 local lu = require "luaunit"
 local reverb = require "reverb"
-local core = require "reverb.core"
 local H = require "helper"
 
 local function echo_lines(conn)

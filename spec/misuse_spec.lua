@@ -1,0 +1,80 @@
+--- spec/misuse_spec.lua: random misuse of reverb.core never crashes.
+--
+-- Thousands of calls of every function and method with arguments drawn
+-- from wrong types, closed sockets, huge and negative sizes. Each call
+-- may raise (an argument error or an error object); none may crash the
+-- process, and under make check none may touch memory it should not.
+local lu = require "luaunit"
+local core = require "reverb.core"
+local H = require "helper"
+
+local VALUES = {
+  nil, true, false, 0, -1, 1, 65536, math.maxinteger, math.mininteger, 1e308, -1e308, 0 / 0,
+  "", "x", "127.0.0.1", "::1", "*", "/tmp/reverb-misuse-nowhere", string.rep("h", 300),
+  "inet", "inet6", "unix", "stream", "dgram", "read", "write", "both", "edge", "nodelay",
+  "linger", "error", "rcvbuf", {}, { on = true, timeout = -5 }, print, coroutine.create(print),
+}
+
+local function any()
+  return VALUES[math.random(1, #VALUES + 1)]   -- +1: sometimes nil
+end
+
+local TestMisuse = H.class()
+
+function TestMisuse.test_random_calls_never_crash()
+  math.randomseed(20261124)
+  local names = {}
+  for name in pairs(core.methods) do names[#names + 1] = name end
+  table.sort(names)
+  local funcs = { "socket", "socketpair", "error", "iserror", "poller", "now", "isatty" }
+  local p = core.poller()
+  -- core.read and core.write get only descriptors of this pair, never the
+  -- test runner's own stdin or stdout
+  local mine1, mine2 = core.socketpair()
+  mine1:setblocking(false)
+  mine2:setblocking(false)
+  local socks = {}
+  local outcomes = { ok = 0, raised = 0 }
+  local function tally(ok)
+    local k = ok and "ok" or "raised"
+    outcomes[k] = outcomes[k] + 1
+  end
+  for i = 1, 20000 do
+    local r = math.random()
+    if r < 0.1 or #socks == 0 then
+      local ok, s = pcall(core.socket, any(), any())
+      -- never block: every socket here is non-blocking
+      if ok then s:setblocking(false) socks[#socks + 1] = s end
+      tally(ok)
+    elseif r < 0.2 then
+      socks[math.random(#socks)]:close()
+    elseif r < 0.25 then
+      tally(pcall(core[funcs[math.random(#funcs)]], any(), any()))
+    elseif r < 0.3 then
+      local fd = (math.random() < 0.5 and mine1 or mine2):fileno()
+      tally(pcall(math.random() < 0.5 and core.read or core.write, fd, any(), any()))
+    elseif r < 0.35 then
+      tally(pcall(p[({ "add", "mod", "del" })[math.random(3)]], p, any(), any()))
+      tally(pcall(p.wait, p, 0, math.random() < 0.5 and {} or any()))   -- 0: never blocks
+    else
+      local m = core.methods[names[math.random(#names)]]
+      if m ~= core.methods.setblocking then
+        local target = math.random() < 0.9 and socks[math.random(#socks)] or any()
+        tally(pcall(m, target, any(), any(), any()))
+      end
+    end
+    if i % 1000 == 0 then
+      for _, x in ipairs(socks) do x:close() end
+      socks = {}
+      collectgarbage()
+    end
+  end
+  for _, x in ipairs(socks) do x:close() end
+  p:close()
+  mine1:close()
+  mine2:close()
+  lu.assertTrue(outcomes.ok > 100 and outcomes.raised > 100,
+    outcomes.ok .. " calls succeeded, " .. outcomes.raised .. " raised")
+end
+
+return { TestMisuse = TestMisuse }
