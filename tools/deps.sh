@@ -1,7 +1,7 @@
 #!/bin/sh
 # tools/deps.sh NEED... -- make sure what a make target needs is installed.
 #
-# NEED is build, test, check or bench.  On Debian or Ubuntu whatever is
+# NEED is build, test, check, rock or bench.  On Debian or Ubuntu whatever is
 # missing is installed with apt-get (through sudo when not root); elsewhere
 # one line says what to install, and the exit status is 1.
 set -u
@@ -27,6 +27,8 @@ for need in "$@"; do
     have valgrind || want valgrind
     have cppcheck || want cppcheck
     have luacheck || want lua-check ;;
+  rock)
+    have luarocks || want luarocks ;;
   bench)
     have taskset || want util-linux
     have gnuplot || want gnuplot-nox ;;
