@@ -99,10 +99,10 @@ lint: deps-check
 -include bench/Makefile.inc
 
 bench: build deps-bench bench/build/c_echo bench/build/loadgen
-	sh bench/run.sh
+	bash bench/run.sh
 
 bench-quick: build deps-bench bench/build/c_echo bench/build/loadgen
-	sh bench/run.sh --quick
+	bash bench/run.sh --quick
 
 install: build
 	install -d $(DESTDIR)$(LUA_LIBDIR)/reverb $(DESTDIR)$(LUA_SHAREDIR)/reverb $(DESTDIR)$(BINDIR)

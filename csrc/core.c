@@ -4,13 +4,19 @@
  */
 #include "reverb.h"
 
+/* The socket methods, each with the socket metatable as upvalue 1 (so
+   rv_check is a pointer comparison, not a registry lookup by name); the
+   data methods also get the receive scratch buffer as upvalue 2. */
 static void setmethods(lua_State *L) {
   luaL_getmetatable(L, RV_SOCKET);
   lua_newtable(L);
-  luaL_setfuncs(L, rv_socket_methods, 0);
-  luaL_setfuncs(L, rv_option_methods, 0);
-  rv_io_init(L);                       /* the receive scratch buffer */
-  luaL_setfuncs(L, rv_io_methods, 1);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, rv_socket_methods, 1);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, rv_option_methods, 1);
+  lua_pushvalue(L, -2);
+  rv_io_init(L);
+  luaL_setfuncs(L, rv_io_methods, 2);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
@@ -26,8 +32,9 @@ int luaopen_reverb_core(lua_State *L) {
   luaL_setfuncs(L, rv_poller_funcs, 0);
   luaL_setfuncs(L, rv_signal_funcs, 0);
   luaL_setfuncs(L, rv_process_funcs, 0);
+  luaL_getmetatable(L, RV_SOCKET);
   rv_io_init(L);
-  luaL_setfuncs(L, rv_io_funcs, 1);
+  luaL_setfuncs(L, rv_io_funcs, 2);
   rv_error_init(L);                    /* also sets core.errno */
   /* core.methods: the socket methods, so Lua layers can hold them as
      locals on their hot paths. */

@@ -22,6 +22,10 @@
 static const char *slice(lua_State *L, int idx, size_t *len) {
   size_t n;
   const char *data = luaL_checklstring(L, idx, &n);
+  if (lua_gettop(L) == idx) {   /* the common call: the whole string */
+    *len = n;
+    return data;
+  }
   lua_Integer i = luaL_optinteger(L, idx + 1, 1);
   lua_Integer j = luaL_optinteger(L, idx + 2, -1);
   lua_Integer size = (lua_Integer)n;
@@ -46,7 +50,7 @@ static size_t checkmax(lua_State *L, int idx) {
 /* A place to receive max bytes: the state's scratch buffer when it is
    big enough, else a fresh Lua buffer (freed with the string). */
 static char *space(lua_State *L, size_t max, luaL_Buffer *b) {
-  if (max <= SCRATCH) return (char *)lua_touserdata(L, lua_upvalueindex(1));
+  if (max <= SCRATCH) return (char *)lua_touserdata(L, lua_upvalueindex(2));
   return luaL_buffinitsize(L, b, max);
 }
 
@@ -195,7 +199,7 @@ const luaL_Reg rv_io_funcs[] = {
 };
 
 /* Pushes the scratch buffer that every function above takes as its
-   upvalue. */
+   upvalue 2 (upvalue 1 is the socket metatable, for rv_check). */
 void rv_io_init(lua_State *L) {
   lua_newuserdatauv(L, SCRATCH, 0);
 }

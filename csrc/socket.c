@@ -33,8 +33,13 @@ rv_socket *rv_newsocket(lua_State *L, int family, int type) {
   return s;
 }
 
+/* The open socket at idx, for a method whose upvalue 1 is the socket
+   metatable: a wrong type is an argument error, a closed socket EBADF. */
 rv_socket *rv_check(lua_State *L, int idx, const char *op) {
-  rv_socket *s = (rv_socket *)luaL_checkudata(L, idx, RV_SOCKET);
+  rv_socket *s = (rv_socket *)lua_touserdata(L, idx);
+  if (s == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, idx, RV_SOCKET);
+  lua_pop(L, 1);
   if (s->fd < 0) rv_fail_msg(L, op, EBADF, "socket is closed");
   return s;
 }

@@ -25,8 +25,8 @@ local function say(...)
 end
 
 -- The echo handler: each chunk back as it arrives, binary-safe.
-local Stream = require("reverb.stream").Stream
-local read_some, write = Stream.read_some, Stream.write
+local stream = require "reverb.stream"
+local read_some, write = stream.Stream.read_some, stream.write_string
 local function echo(conn)
   while true do
     local data = read_some(conn)

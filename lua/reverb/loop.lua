@@ -58,10 +58,9 @@ local function finish(co)
   tasks[co] = nil
 end
 
--- Resumes a task from the loop and settles the outcome: parked again
--- (WAIT), finished (DONE), raised, or yielded something of its own.
-local function run_task(co, ...)
-  local ok, r = resume(co, ...)
+-- Settles what a resume of task co returned: parked again (WAIT),
+-- finished (DONE), raised, or yielded something of its own.
+local function settle(co, ok, r)
   if r == WAIT then return end
   if r == DONE then return finish(co) end
   if not ok then
@@ -71,6 +70,12 @@ local function run_task(co, ...)
   end
   cclose(co)
   finish(co)
+end
+
+-- Resumes a task from the loop with one value: the hot path of every wake.
+local function run_task(co, a)
+  local ok, r = resume(co, a)
+  if r ~= WAIT then settle(co, ok, r) end
 end
 
 local function body(fn, ...)
@@ -147,6 +152,11 @@ end
 -- "wco"). Returns true when ready, false when the deadline passed, or
 -- "closed" when the watcher was closed meanwhile.
 function M.wait(w, field, deadline)
+  local co = running()
+  if not deadline and tasks[co] and not w[field] then   -- the hot path
+    w[field] = co
+    return yield(WAIT)
+  end
   local who = current()
   if w[field] then
     error("reverb: two tasks wait to " .. (field == "rco" and "read" or "write") ..
@@ -216,12 +226,18 @@ local function dispatch(n)
     if w then
       local flags = ev[i + 1]
       if flags >= 4 then w.hup = true end
+      -- resume_waiter(), inlined: this runs for every event
       if flags & 1 ~= 0 then
         w.rready = true
         local co = w.rco
         if co then
           w.rco = nil
-          resume_waiter(co, true)
+          if co ~= MAIN then
+            local ok, r = resume(co, true)
+            if r ~= WAIT then settle(co, ok, r) end
+          else
+            main_woken, main_value = true, true
+          end
         end
       end
       if flags & 2 ~= 0 then
@@ -266,7 +282,7 @@ local function run_queue()
     if a == START then
       local p = startargs[co]
       startargs[co] = nil
-      run_task(co, unpack(p, 1, p.n))
+      settle(co, resume(co, unpack(p, 1, p.n)))
     else
       run_task(co, a)
     end

@@ -31,13 +31,18 @@ local function fail(self, op, code, message)
   error(newerror(op, code, message, self.peer))
 end
 
+-- Why a wait did not end ready: the deadline passed (false) or the
+-- stream was closed under it ("closed").
+local function waitfail(self, op, r)
+  if r == false then fail(self, op, "ETIMEDOUT", "timed out") end
+  fail(self, op, "EBADF", "socket is closed")
+end
+
 -- Waits for the direction `field`, raising on timeout or close.
 local function await(self, field, op)
   local t = self.timeout
   local r = wait(self, field, t and now() + t)
-  if r == true then return end
-  if r == false then fail(self, op, "ETIMEDOUT", "timed out") end
-  fail(self, op, "EBADF", "socket is closed")
+  if r ~= true then waitfail(self, op, r) end
 end
 
 -- The next chunk from the socket, or nil at end of stream. A read shorter
@@ -62,7 +67,9 @@ local function fill(self, op)
       end
       self.rready = false
     end
-    await(self, "rco", op)
+    local t = self.timeout   -- await(), inlined: this is the hot path
+    local r = wait(self, "rco", t and now() + t)
+    if r ~= true then waitfail(self, op, r) end
   end
 end
 
@@ -244,6 +251,19 @@ local function slow_write(self, data, i)
   return self
 end
 
+-- Writes one string, all of it, before returning.
+local function write_string(self, data)
+  self.bytes_out = self.bytes_out + #data
+  if not self.wlock and self.wready and not self.closed then
+    local sent = send(self.socket, data)
+    if sent == #data then return self end
+    self.wready = false
+    if sent then return slow_write(self, data, sent + 1) end
+  end
+  if self.closed then fail(self, "write", "EBADF", "socket is closed") end
+  return slow_write(self, data, 1)
+end
+
 --- Writes all of its arguments (strings or numbers) before returning.
 function Stream:write(...)
   local data = ...
@@ -258,18 +278,7 @@ function Stream:write(...)
     end
     data = concat(parts)
   end
-  self.bytes_out = self.bytes_out + #data
-  if not self.wlock and self.wready and not self.closed then
-    local sent = send(self.socket, data)
-    if sent == #data then return self end
-    if sent then
-      self.wready = false
-      return slow_write(self, data, sent + 1)
-    end
-    self.wready = false
-  end
-  if self.closed then fail(self, "write", "EBADF", "socket is closed") end
-  return slow_write(self, data, 1)
+  return write_string(self, data)
 end
 
 --- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
@@ -313,4 +322,4 @@ local function new(sock, peer, opts)
   return self
 end
 
-return { new = new, Stream = Stream }
+return { new = new, Stream = Stream, write_string = write_string }
