@@ -103,6 +103,7 @@ function TestServer.test_reset_mid_message_and_silent_clients_do_not_hurt()
     lu.assertEquals(c:read_line(), "still here")
     silent:close()
   end)
+  lu.assertEquals(srv.logged, {}, "a reset is how a connection ends, not an error")
 end
 
 function TestServer.test_close_stops_accepting_but_live_clients_go_on()

@@ -6,7 +6,9 @@
 -- it pauses briefly and tries again: pending clients wait in the backlog
 -- and nobody already connected is dropped. A handler that returns or
 -- raises has its connection closed and removed from the list; a raise is
--- logged with the peer's address and the server goes on.
+-- logged with the peer's address and the server goes on. A client that
+-- resets or vanishes (ECONNRESET, EPIPE) ends its handler quietly: that is
+-- how connections end, not a failure.
 
 local core = require "reverb.core"
 local loop = require "reverb.loop"
@@ -16,6 +18,8 @@ local accept = core.methods.accept
 local traceback = debug.traceback
 
 local EXHAUSTED = { EMFILE = true, ENFILE = true, ENOBUFS = true, ENOMEM = true }
+-- The client went away: how connections end, not a failure worth a line.
+local PEER_GONE = { ECONNRESET = true, EPIPE = true }
 local PAUSE = 0.05   -- seconds accepting stops when descriptors run out
 
 local Server = {}
@@ -38,7 +42,10 @@ local function client_main(srv, conn)
   conn:close()
   if srv.on_close then srv.on_close(conn) end
   if ok or closed_under_it then return end
-  if core.iserror(err) and err.code == "ETIMEDOUT" and srv.idle_timeout then return end
+  if core.iserror(err) and (PEER_GONE[err.code] or
+                            (err.code == "ETIMEDOUT" and srv.idle_timeout)) then
+    return
+  end
   srv.log(conn.peer .. ": " .. tostring(err))
 end
 
