@@ -44,21 +44,18 @@ start_server() {
   case $name in
     c)      taskset -c $SERVER_CPU $CECHO 0 >"$log" 2>&1 & ;;
     reverb) taskset -c $SERVER_CPU bin/reverb serve 0 >"$log" 2>&1 & ;;
-    example) taskset -c $SERVER_CPU bin/reverb run examples/echo_server.lua 0 >/dev/null 2>"$log" &
-             ;;
+    example) taskset -c $SERVER_CPU bin/reverb run examples/echo_server.lua 0 >"$log" 2>&1 & ;;
     workers2) bin/reverb serve 0 --workers 2 >"$log" 2>&1 & ;;
   esac
   SPID=$!
   pids+=("$SPID")
   SPORT=""
   for _ in $(seq 1 200); do
-    SPORT=$(grep -oE '(127\.0\.0\.1:|port )[0-9]+' "$log" 2>/dev/null | head -1 | grep -oE '[0-9]+$' || true)
+    SPORT=$(grep -oE '(127\.0\.0\.1:|port )[0-9]+' "$log" 2>/dev/null | head -1 |
+            grep -oE '[0-9]+$' || true)
     [ -n "$SPORT" ] && break
     sleep 0.02
   done
-  if [ $name = example ] && [ -z "$SPORT" ]; then
-    SPORT=$(grep -oE '[0-9]+' "$log" | head -1 || true)
-  fi
   [ -n "$SPORT" ] || { echo "bench: $name did not start: $(cat "$log")" >&2; exit 1; }
 }
 
@@ -118,7 +115,7 @@ for sc in "${SCENARIOS[@]}"; do
     measure reverb "$mode" "$conns" "$size" >>"$tmp/r"
   done
   c=$(median <"$tmp/c"); r=$(median <"$tmp/r")
-  ratio=$(awk -v r="$r" -v c="$c" 'BEGIN { printf "%.2f", c > 0 ? r / c : 0 }')
+  ratio=$(awk -v r="$r" -v c="$c" 'BEGIN { printf "%.2f", (c > 0 ? r / c : 0) }')
   printf '%-22s %14.0f %14.0f %7sx %s\n' "$mode $conns x ${size}B" "$c" "$r" "$ratio" \
     "${unit[$mode]}" | tee -a bench/results.txt
   [ "$mode" = pingpong ] && echo "$conns $c $r" >>"$chart"

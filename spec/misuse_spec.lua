@@ -4,6 +4,8 @@
 -- from wrong types, closed sockets, huge and negative sizes. Each call
 -- may raise (an argument error or an error object); none may crash the
 -- process, and under make check none may touch memory it should not.
+-- Unix sockets get their own branch, whose paths all lie in a scratch
+-- directory: a random string bound as a path would litter the checkout.
 local lu = require "luaunit"
 local core = require "reverb.core"
 local H = require "helper"
@@ -11,7 +13,7 @@ local H = require "helper"
 local VALUES = {
   nil, true, false, 0, -1, 1, 65536, math.maxinteger, math.mininteger, 1e308, -1e308, 0 / 0,
   "", "x", "127.0.0.1", "::1", "*", "/tmp/reverb-misuse-nowhere", string.rep("h", 300),
-  "inet", "inet6", "unix", "stream", "dgram", "read", "write", "both", "edge", "nodelay",
+  "inet", "inet6", "stream", "dgram", "read", "write", "both", "edge", "nodelay",
   "linger", "error", "rcvbuf", {}, { on = true, timeout = -5 }, print, coroutine.create(print),
 }
 
@@ -34,6 +36,10 @@ function TestMisuse.test_random_calls_never_crash()
   mine1:setblocking(false)
   mine2:setblocking(false)
   local socks = {}
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir " .. dir))
+  local paths = { dir .. "/a", dir .. "/b", "", string.rep("p", 200), dir .. "/no/such/dir" }
   local outcomes = { ok = 0, raised = 0 }
   local function tally(ok)
     local k = ok and "ok" or "raised"
@@ -53,7 +59,15 @@ function TestMisuse.test_random_calls_never_crash()
     elseif r < 0.3 then
       local fd = (math.random() < 0.5 and mine1 or mine2):fileno()
       tally(pcall(math.random() < 0.5 and core.read or core.write, fd, any(), any()))
-    elseif r < 0.35 then
+    elseif r < 0.4 then
+      local u = core.socket("unix", math.random() < 0.5 and "stream" or "dgram")
+      u:setblocking(false)
+      local m = core.methods[names[math.random(#names)]]
+      if m ~= core.methods.setblocking then
+        tally(pcall(m, u, paths[math.random(#paths)], any(), any()))
+      end
+      u:close()
+    elseif r < 0.45 then
       tally(pcall(p[({ "add", "mod", "del" })[math.random(3)]], p, any(), any()))
       tally(pcall(p.wait, p, 0, math.random() < 0.5 and {} or any()))   -- 0: never blocks
     else
@@ -73,6 +87,7 @@ function TestMisuse.test_random_calls_never_crash()
   p:close()
   mine1:close()
   mine2:close()
+  os.execute("rm -rf " .. dir)
   lu.assertTrue(outcomes.ok > 100 and outcomes.raised > 100,
     outcomes.ok .. " calls succeeded, " .. outcomes.raised .. " raised")
 end

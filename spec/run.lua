@@ -5,7 +5,8 @@
 --   lua5.4 spec/run.lua -p Read    luaunit options pass through (-p pattern, -v)
 --
 -- Each spec file returns a table of test classes. The last line is
--- "N passed, N failed" and the exit status is non-zero on any failure.
+-- "N passed, N failed" and the exit status is non-zero on any failure,
+-- including a spec that leaves a file behind in the checkout.
 
 local only, luargs = {}, {}
 for _, a in ipairs(arg) do
@@ -31,10 +32,26 @@ for _, file in ipairs(only) do
   for _, name in ipairs(names) do suites[#suites + 1] = { name, classes[name] } end
 end
 
+-- What git sees in the checkout, so a spec that leaves files behind fails.
+local function untracked()
+  local p = io.popen("git status --porcelain --untracked-files=all 2>/dev/null")
+  local seen = {}
+  for line in p:lines() do seen[line] = true end
+  p:close()
+  return seen
+end
+local before = untracked()
+
 local runner = lu.LuaUnit.new()
 runner:setOutputType("text")
 local bad = runner:runSuiteByInstances(suites)
 local r = runner.result
+for line in pairs(untracked()) do
+  if not before[line] then
+    print("a spec left this in the checkout: " .. line)
+    bad, r.failureCount = bad + 1, r.failureCount + 1
+  end
+end
 print(string.format("%d passed, %d failed, %d skipped",
   r.successCount, r.failureCount + r.errorCount, r.skippedCount))
 os.exit(bad == 0 and 0 or 1)
