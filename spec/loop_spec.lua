@@ -96,6 +96,45 @@ function TestLoop.test_stop_ends_run()
   reverb.run()
 end
 
+function TestLoop.test_waits_with_a_timeout_reuse_one_timer_per_socket()
+  -- regression: each wait with a deadline used to push a heap entry that
+  -- stayed until its deadline, millions of them under load
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  b:setblocking(false)
+  local stream = require "reverb.stream"
+  local x, y = stream.new(a, "x", { timeout = 30 }), stream.new(b, "y", { timeout = 30 })
+  local before = loop.timers()
+  H.within(20, function()
+    for i = 1, 2000 do
+      x:write(i, "\n")
+      lu.assertEquals(y:read_line(), tostring(i))
+    end
+  end)
+  lu.assertTrue(loop.timers() - before <= 2, (loop.timers() - before) .. " timers left")
+  x:close()
+  y:close()
+end
+
+function TestLoop.test_a_moved_deadline_still_times_out()
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  b:setblocking(false)
+  local stream = require "reverb.stream"
+  local x, y = stream.new(a, "x"), stream.new(b, "y")
+  y:settimeout(0.03)
+  H.within(5, function()
+    x:write("1\n")
+    lu.assertEquals(y:read_line(), "1")     -- the timer entry now lags behind
+    reverb.sleep(0.02)
+    local t0 = reverb.now()
+    H.raises("ETIMEDOUT", y.read_line, y)   -- re-armed, then fired
+    lu.assertTrue(reverb.now() - t0 >= 0.03)
+  end)
+  x:close()
+  y:close()
+end
+
 function TestLoop.test_run_inside_a_task_is_an_error()
   local err
   reverb.spawn(function() err = select(2, pcall(reverb.run)) end)

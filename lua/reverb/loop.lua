@@ -140,10 +140,26 @@ local function suspend(who)
   repeat step() until main_woken
   return main_value
 end
-M.suspend = suspend
 
-local function add_timer(t, co, w, field)
-  local e = { t = t, co = co, w = w, f = field }
+-- Timers are heap entries { t = when, co = waiter }. A watcher's wait
+-- with a deadline reuses the watcher's one entry (w.timer) instead of
+-- pushing a new one per wait: the entry keeps its place in the heap and
+-- only its real deadline `due` moves; when it comes up early it is pushed
+-- back to `due`. So a connection with a timeout costs one heap entry, not
+-- one per read, however fast it reads.
+local function add_timer(t, co)
+  heap.push(timers, { t = t, co = co })
+end
+
+local function watcher_timer(w, field, who, deadline)
+  local e = w.timer
+  if e and e.live and e.t <= deadline then
+    e.due, e.co, e.f = deadline, who, field
+    return e
+  end
+  if e then e.live = false end   -- one that would fire too late: replaced
+  e = { t = deadline, due = deadline, co = who, w = w, f = field, live = true }
+  w.timer = e
   heap.push(timers, e)
   return e
 end
@@ -164,21 +180,14 @@ function M.wait(w, field, deadline)
   end
   w[field] = who
   if not deadline then return suspend(who) end
-  local e = add_timer(deadline, who, w, field)
+  local e = watcher_timer(w, field, who, deadline)
   local r = suspend(who)
   e.co = nil
   return r
 end
 
---- Parks waiter `who` (from current()) until something calls wake(who)
--- or the deadline passes (then it returns false).
-function M.park(who, deadline)
-  if not deadline then return suspend(who) end
-  local e = add_timer(deadline, who, nil, nil)
-  local r = suspend(who)
-  e.co = nil
-  return r
-end
+--- Parks waiter `who` (from current()) until something calls wake(who).
+M.park = suspend
 
 --- Registers a watcher for fd: mode "edge" for sockets, "read" for
 -- pipes and terminals (level-triggered).
@@ -255,21 +264,27 @@ end
 local function fire_timers(t)
   while timers.size > 0 do
     local e = timers[1]
-    if e.co and e.t > t then return end
+    if e.t > t then return end
     heap.pop(timers)
-    local co = e.co
-    if co then
-      local w = e.w
-      if w then
-        if w[e.f] == co then
-          w[e.f] = nil
-          resume_waiter(co, false)
-        end
-      else
+    local w, co = e.w, e.co
+    if not w then
+      if co then resume_waiter(co, false) end
+    elseif e.live and e.due > t then
+      e.t = e.due                -- a watcher's deadline moved on: re-arm
+      heap.push(timers, e)
+    else
+      e.live = false
+      if co and w[e.f] == co then
+        e.co, w[e.f] = nil, nil
         resume_waiter(co, false)
       end
     end
   end
+end
+
+--- How many timers the heap holds (for specs).
+function M.timers()
+  return timers.size
 end
 
 local function run_queue()
@@ -331,22 +346,6 @@ end
 --- How many tasks keep the loop alive (for tests and the REPL).
 function M.count()
   return ntasks
-end
-
---- Runs fn(...) in a new task and, from top level, runs the loop until
--- it ends, returning its results or raising its error. Inside a task it
--- simply calls fn.
-function M.await(fn, ...)
-  if tasks[running()] then return fn(...) end
-  local res
-  local who = current()
-  M.spawn(function(...)
-    res = pack(pcall(fn, ...))
-    wake(who, true)
-  end, ...)
-  suspend(who)
-  if not res[1] then error(res[2], 0) end
-  return unpack(res, 2, res.n)
 end
 
 -- Signals: one daemon task watches the self-pipe and starts handlers.
