@@ -18,7 +18,7 @@
 #include "reverb.h"
 
 #define RV_POLLER "reverb.poller"
-#define MAXEVENTS 256
+#define MAXEVENTS 1024
 
 typedef struct poller {
   int fd;

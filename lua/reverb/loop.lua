@@ -194,7 +194,7 @@ M.park = suspend
 function M.watch(w, fd, mode)
   getpoller():add(fd, mode)
   w.fd = fd
-  w.mode_level = mode ~= nil and mode ~= "edge"
+  if mode ~= nil and mode ~= "edge" then w.mode_level = true end
   watchers[fd] = w
 end
 
