@@ -47,6 +47,15 @@ static size_t checkmax(lua_State *L, int idx) {
   return max > RV_MAXIO ? RV_MAXIO : (size_t)max;
 }
 
+/* A transfer that returned -1: nil when it would block, else the error. */
+static int blocked(lua_State *L, const char *op, const char *address) {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  return rv_fail(L, op, errno, address);
+}
+
 /* A place to receive max bytes: the state's scratch buffer when it is
    big enough, else a fresh Lua buffer (freed with the string). */
 static char *space(lua_State *L, size_t max, luaL_Buffer *b) {
@@ -67,13 +76,7 @@ static int sock_send(lua_State *L) {
   ssize_t n;
   do n = send(s->fd, data, len, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "send", errno, NULL);
-  }
+  if (n < 0) return blocked(L, "send", NULL);
   lua_pushinteger(L, n);
   return 1;
 }
@@ -87,13 +90,7 @@ static int sock_recv(lua_State *L) {
   ssize_t n;
   do n = recv(s->fd, buf, max, 0);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "recv", errno, NULL);
-  }
+  if (n < 0) return blocked(L, "recv", NULL);
   pushbytes(L, buf, (size_t)n, max, &b);
   return 1;
 }
@@ -109,13 +106,7 @@ static int sock_sendto(lua_State *L) {
   rv_getaddr(L, s, 3, "sendto", &a, text, sizeof text);
   do n = sendto(s->fd, data, len, MSG_NOSIGNAL, (struct sockaddr *)&a.ss, a.len);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "sendto", errno, text);
-  }
+  if (n < 0) return blocked(L, "sendto", text);
   lua_pushinteger(L, n);
   return 1;
 }
@@ -133,13 +124,7 @@ static int sock_recvfrom(lua_State *L) {
     slen = sizeof ss;
     n = recvfrom(s->fd, buf, max, 0, (struct sockaddr *)&ss, &slen);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "recvfrom", errno, NULL);
-  }
+  if (n < 0) return blocked(L, "recvfrom", NULL);
   pushbytes(L, buf, (size_t)n, max, &b);
   if (slen == 0) return 1;   /* a connected stream peer has no address */
   return 1 + rv_push_addr(L, (struct sockaddr *)&ss, slen);
@@ -154,13 +139,7 @@ static int l_read(lua_State *L) {
   ssize_t n;
   do n = read(fd, buf, max);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "read", errno, NULL);
-  }
+  if (n < 0) return blocked(L, "read", NULL);
   pushbytes(L, buf, (size_t)n, max, &b);
   return 1;
 }
@@ -173,13 +152,7 @@ static int l_write(lua_State *L) {
   ssize_t n;
   do n = write(fd, data, len);
   while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      luaL_pushfail(L);
-      return 1;
-    }
-    return rv_fail(L, "write", errno, NULL);
-  }
+  if (n < 0) return blocked(L, "write", NULL);
   lua_pushinteger(L, n);
   return 1;
 }

@@ -211,6 +211,16 @@ function M.unwatch(w)
   if wr then wake(wr, "closed") end
 end
 
+--- Closes a watcher that owns w.socket: forgets it, wakes its waiters
+-- (they see "closed"), closes the socket. True the first time only.
+function M.close(w)
+  if w.closed then return false end
+  w.closed = true
+  M.unwatch(w)
+  w.socket:close()
+  return true
+end
+
 function M.sleep(seconds)
   if type(seconds) ~= "number" then
     error("bad argument #1 to 'sleep' (number expected, got " .. type(seconds) .. ")", 2)

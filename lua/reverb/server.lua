@@ -101,12 +101,7 @@ end
 
 --- Stops accepting; live clients go on.
 function Server:close()
-  if not self.closed then
-    self.closed = true
-    loop.unwatch(self)
-    self.socket:close()
-    if self.unix then os.remove(self.unix) end
-  end
+  if loop.close(self) and self.unix then os.remove(self.unix) end
   return true
 end
 Server.__close = Server.close

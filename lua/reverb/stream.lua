@@ -296,12 +296,7 @@ function Stream:shutdown(how)
 end
 
 function Stream:close()
-  if not self.closed then
-    self.closed = true
-    loop.unwatch(self)
-    self.socket:close()
-    if self.on_close then self:on_close() end
-  end
+  loop.close(self)
   return true
 end
 Stream.__close = Stream.close

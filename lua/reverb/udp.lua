@@ -44,11 +44,7 @@ function Udp:settimeout(seconds)
 end
 
 function Udp:close()
-  if not self.closed then
-    self.closed = true
-    loop.unwatch(self)
-    self.socket:close()
-  end
+  loop.close(self)
   return true
 end
 Udp.__close = Udp.close
