@@ -3,7 +3,9 @@
  * wait for --workers, and whether a descriptor is a terminal.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,13 +20,22 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
-/* core.fork() -> child pid in the parent, 0 in the child */
+/* core.fork([die_with_parent]) -> child pid in the parent, 0 in the child.
+   die_with_parent: the child gets SIGTERM when the parent dies, however
+   it dies (a supervisor killed with SIGKILL must not leave workers). */
 static int l_fork(lua_State *L) {
-  pid_t pid;
+  pid_t parent = getpid(), pid;
+  int tied = lua_toboolean(L, 1);
   fflush(NULL);   /* or both processes would flush the same buffered output */
   pid = fork();
   if (pid < 0) return rv_fail(L, "fork", errno, NULL);
-  if (pid == 0) rv_signal_afterfork();
+  if (pid == 0) {
+    rv_signal_afterfork();
+    if (tied) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) raise(SIGTERM);   /* it died before prctl */
+    }
+  }
   lua_pushinteger(L, pid);
   return 1;
 }

@@ -54,7 +54,7 @@ end
 
 function TestCli.test_usage_errors_exit_2_in_one_line()
   for _, args in ipairs { "serve --bogus", "serve 99999", "frobnicate", "connect 127.0.0.1",
-                          "serve --workers many" } do
+                          "serve --workers many", "serve --unix /tmp/x --workers 2" } do
     local out, status = H.sh(R .. " " .. args)
     lu.assertEquals(status, 2, args)
     lu.assertStrMatches(out, "reverb[^\n]*\n%(see reverb[^\n]*%-%-help%)\n")
@@ -199,6 +199,17 @@ function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
   lu.assertTrue(H.wait_exit(pid))
   for _, kid in ipairs(kids) do lu.assertTrue(H.wait_exit(kid), "worker " .. kid .. " stopped") end
   lu.assertStrContains(H.slurp(out), "(2 workers)")
+  os.remove(out)
+end
+
+function TestCli.test_workers_die_with_a_killed_supervisor()
+  local pid, _, out = serve("0 --workers 2")
+  local kids
+  H.within(10, function()
+    repeat kids = children(pid) reverb.sleep(0.01) until #kids == 2
+  end)
+  require("reverb.core").kill(pid, "KILL")   -- no chance to stop them itself
+  for _, kid in ipairs(kids) do lu.assertTrue(H.wait_exit(kid), "worker " .. kid .. " stopped") end
   os.remove(out)
 end
 

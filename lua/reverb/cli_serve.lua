@@ -105,7 +105,7 @@ local function supervise(o, n)
   local workers, stopping = {}, false
 
   local function start_worker()
-    local pid = core.fork()
+    local pid = core.fork(true)   -- a worker dies with its supervisor
     if pid == 0 then
       loop.after_fork()
       reserve:close()
@@ -116,7 +116,7 @@ local function supervise(o, n)
       if not ok then say(tostring(err)) end
       os.exit(ok and 0 or 1)
     end
-    workers[pid] = true
+    workers[pid] = reverb.now()
   end
 
   for _ = 1, n do start_worker() end
@@ -131,9 +131,12 @@ local function supervise(o, n)
     while true do
       local ok, pid = pcall(core.waitpid, -1, true)
       if not ok or not pid then break end
+      local started = workers[pid]
       workers[pid] = nil
       if not stopping then
         say("worker ", pid, " ended; starting another")
+        -- one that cannot even start must not be restarted in a tight loop
+        if started and reverb.now() - started < 1 then reverb.sleep(1) end
         start_worker()
       end
     end
@@ -167,6 +170,9 @@ local function main(args)
   if o.max_line then o.max_line = cli.number("serve", "--max-line", o.max_line, true) end
   if o.udp and (o.unix or o.workers) then
     cli.usage("serve", "--udp goes with neither --unix nor --workers")
+  end
+  if o.unix and o.workers then
+    cli.usage("serve", "--workers shares a TCP port; it does not go with --unix")
   end
   o.what = o.script and ("server " .. o.script) or "echo server"
 
