@@ -88,6 +88,23 @@ function TestServer.test_a_raising_handler_is_logged_and_others_go_on()
   lu.assertStrContains(srv.logged[1], "stack traceback")
 end
 
+function TestServer.test_a_raising_on_open_hook_costs_one_client_only()
+  local opened = 0
+  local srv <close> = quiet_serve({ on_open = function()
+    opened = opened + 1
+    if opened == 1 then error("hook blew up") end
+  end }, echo_lines)
+  H.within(10, function()
+    local first = reverb.connect("127.0.0.1", srv.port)
+    lu.assertNil(first:read_line(), "the first client is closed")
+    first:close()
+    local second <close> = reverb.connect("127.0.0.1", srv.port)
+    second:write("fine\n")
+    lu.assertEquals(second:read_line(), "fine")
+  end)
+  lu.assertStrContains(srv.logged[1], "hook blew up")
+end
+
 function TestServer.test_reset_mid_message_and_silent_clients_do_not_hurt()
   local srv <close> = quiet_serve({}, echo_lines)
   H.within(10, function()

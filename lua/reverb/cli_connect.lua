@@ -131,7 +131,11 @@ local function send(args)
   if message then
     conn:write(message)
   else
-    for data in stdio.read do conn:write(data) end
+    while true do
+      local data = stdio.read()
+      if not data then break end
+      conn:write(data)
+    end
   end
   conn:shutdown("write")
   while true do

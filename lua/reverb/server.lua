@@ -35,8 +35,12 @@ local function capture(e)
   return traceback(tostring(e), 2)
 end
 
+-- The task of one client: on_open, the handler, then the clean-up, which
+-- runs whatever the handler (or a hook) did.
 local function client_main(srv, conn)
-  local ok, err = xpcall(srv.handler, capture, conn, srv)
+  local ok, err = true, nil
+  if srv.on_open then ok, err = xpcall(srv.on_open, capture, conn) end
+  if ok then ok, err = xpcall(srv.handler, capture, conn, srv) end
   local closed_under_it = conn.closed
   srv._clients[conn] = nil
   conn:close()
@@ -59,7 +63,6 @@ local function start_client(srv, c, host, port)
   local conn = stream.new(c, peer, srv.opts)
   conn.timeout = srv.idle_timeout
   srv._clients[conn] = true
-  if srv.on_open then srv.on_open(conn) end
   loop.spawn(client_main, srv, conn)
 end
 
