@@ -8,7 +8,8 @@
 # server in C) and `reverb serve` in the same run, alternating A/B round by
 # round; the server is pinned to core 0 and the load generator to core 1.
 # The table gives the median of the rounds and the ratio reverb / C.
-# Results also go to bench/results.txt and a chart to bench/pingpong.svg.
+# Results also go to bench/results.txt, the ping-pong figures to
+# bench/pingpong.dat and their chart to bench/pingpong.svg (bench/chart.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -144,18 +145,8 @@ fi
   echo "rounds: $ROUNDS x ${DURATION}s after ${WARMUP}s warm-up; server on core $SERVER_CPU, load on core $CLIENT_CPU"
 } | tee -a bench/results.txt
 
-if command -v gnuplot >/dev/null && [ -s "$chart" ] && [ "$(wc -l <"$chart")" -gt 1 ]; then
-  gnuplot <<GP
-set terminal svg size 640,400 dynamic font "sans,11"
-set output "bench/pingpong.svg"
-set title "64-byte ping-pong over loopback (server on one core)"
-set xlabel "concurrent connections"
-set ylabel "round trips per second"
-set logscale x
-set key bottom left
-set grid
-plot "$chart" using 1:2 with linespoints title "C epoll reference", \
-     "$chart" using 1:3 with linespoints title "reverb serve"
-GP
-  echo "chart: bench/pingpong.svg"
+# The chart is the README's: only a full run redraws it.
+if [ $QUICK = 0 ] && command -v gnuplot >/dev/null && [ -s "$chart" ]; then
+  cp "$chart" bench/pingpong.dat
+  bash bench/chart.sh
 fi
