@@ -109,12 +109,15 @@ static int sock_accept(lua_State *L) {
   socklen_t len;
   rv_socket *c = rv_newsocket(L, s->family, s->type);
   int flags = SOCK_CLOEXEC | (s->blocking ? 0 : SOCK_NONBLOCK);
-  int retried = 0;
-  do {
+  int collected = 0;
+  for (;;) {
     len = sizeof ss;
     c->fd = accept4(s->fd, (struct sockaddr *)&ss, &len, flags);
-  } while (c->fd < 0 && (errno == EINTR || errno == ECONNABORTED ||
-                         (errno == EMFILE && !retried++ && collect_on_exhaustion(L, errno))));
+    if (c->fd >= 0) break;
+    if (errno == EINTR || errno == ECONNABORTED) continue;   /* nothing to report */
+    if (errno == EMFILE && !collected++ && collect_on_exhaustion(L, errno)) continue;
+    break;
+  }
   if (c->fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       luaL_pushfail(L);

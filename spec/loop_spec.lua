@@ -147,23 +147,4 @@ function TestLoop.test_spawn_checks_its_argument()
   lu.assertErrorMsgContains("number expected", reverb.sleep, "soon")
 end
 
-function TestLoop.test_on_signal_runs_a_handler_task()
-  local got
-  reverb.on_signal("USR2", function(name) got = name end)
-  core.kill(core.getpid(), "USR2")
-  H.within(5, function()
-    while not got do reverb.sleep(0.001) end
-  end)
-  lu.assertEquals(got, "USR2")
-  reverb.on_signal("USR2", nil)
-end
-
-function TestLoop.test_signal_watcher_does_not_keep_run_going()
-  reverb.on_signal("USR1", function() end)
-  reverb.spawn(function() reverb.sleep(0.001) end)
-  reverb.run()     -- returns: the signal watcher is a daemon
-  reverb.on_signal("USR1", nil)
-  lu.assertEquals(loop.count(), 0)
-end
-
 return { TestLoop = TestLoop }

@@ -358,8 +358,13 @@ function M.count()
   return ntasks
 end
 
--- Signals: one daemon task watches the self-pipe and starts handlers.
-local handlers, sigwatch = {}, nil
+-- Modules with state of their own tied to this loop (reverb.signal)
+-- register here what to forget after a fork.
+local fork_hooks = {}
+
+function M.at_fork(fn)
+  fork_hooks[#fork_hooks + 1] = fn
+end
 
 --- In a child just forked (reverb serve --workers): forget the parent's
 -- loop. The epoll instance, tasks, timers and signal handlers are the
@@ -371,34 +376,7 @@ function M.after_fork()
   tasks, ntasks, timers = {}, 0, heap.new()
   runq, rargs, startargs, qhead, qtail = {}, {}, {}, 1, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil
-  handlers, sigwatch = {}, nil
-end
-
-local function signal_task()
-  while true do
-    M.wait(sigwatch, "rco")
-    for _, name in ipairs(core.signal_pending()) do
-      local fn = handlers[name]
-      if fn then M.spawn(fn, name) end
-    end
-  end
-end
-
---- on_signal(name, fn): run fn(name) in a task when the signal arrives;
--- fn = nil restores the default action.
-function M.on_signal(name, fn)
-  if fn == nil then
-    handlers[name] = nil
-    core.signal_default(name)
-    return
-  end
-  local fd = core.signal_catch(name)
-  handlers[name] = fn
-  if not sigwatch then
-    sigwatch = { mode_level = true }
-    M.watch(sigwatch, fd, "read")
-    M.daemon(signal_task)
-  end
+  for _, fn in ipairs(fork_hooks) do fn() end
 end
 
 return M
