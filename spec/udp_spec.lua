@@ -39,6 +39,7 @@ function TestUdp.test_recvfrom_timeout()
   u:settimeout(0.02)
   local err = H.raises("ETIMEDOUT", u.recvfrom, u)
   lu.assertEquals(err.op, "recvfrom")
+  lu.assertErrorMsgContains("non-negative number", u.settimeout, u, "soon")
 end
 
 function TestUdp.test_unix_datagrams()

@@ -129,22 +129,22 @@ function M.usage(cmd, message)
 end
 
 --- Parses args against a spec: spec.values (options taking a value) and
--- spec.flags (switches), with their aliases. Returns options, positionals.
+-- spec.flags (switches), each mapping the option to its field. Returns
+-- options, positionals.
 function M.parse(cmd, args, spec)
   local opts, pos = {}, {}
   local i = 1
   while i <= #args do
     local a = args[i]
-    local name = spec.alias and spec.alias[a] or a
     if a == "--help" or a == "-h" then
       opts.help = true
-    elseif spec.values and spec.values[name] then
+    elseif spec.values and spec.values[a] then
       local v = args[i + 1]
       if v == nil then M.usage(cmd, a .. " needs a value") end
-      opts[spec.values[name]] = v
+      opts[spec.values[a]] = v
       i = i + 1
-    elseif spec.flags and spec.flags[name] then
-      opts[spec.flags[name]] = true
+    elseif spec.flags and spec.flags[a] then
+      opts[spec.flags[a]] = true
     elseif a:sub(1, 1) == "-" and a ~= "-" and not tonumber(a) then
       M.usage(cmd, "unknown option " .. a)
     else

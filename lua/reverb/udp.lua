@@ -38,7 +38,11 @@ function Udp:recvfrom(max)
   end
 end
 
+--- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
 function Udp:settimeout(seconds)
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds < 0) then
+    error("bad argument #1 to 'settimeout' (non-negative number or nil expected)", 2)
+  end
   self.timeout = seconds
   return self
 end
