@@ -42,8 +42,8 @@ static int numeric(int family, const char *host, rv_addr *out) {
   return 1;
 }
 
-int rv_resolve(lua_State *L, const char *op, int family, int type,
-               const char *host, lua_Integer port, int passive, rv_addr *out) {
+static int resolve(lua_State *L, const char *op, int family, int type,
+                   const char *host, lua_Integer port, rv_addr *out) {
   struct addrinfo hints, *res = NULL;
   int rc;
   if (numeric(family, host, out)) {
@@ -53,7 +53,6 @@ int rv_resolve(lua_State *L, const char *op, int family, int type,
   memset(&hints, 0, sizeof hints);
   hints.ai_family = family;
   hints.ai_socktype = type;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
   rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc != 0) {
     char text[300];
@@ -67,7 +66,7 @@ int rv_resolve(lua_State *L, const char *op, int family, int type,
   return 0;
 }
 
-int rv_unixaddr(lua_State *L, const char *op, const char *path, rv_addr *out) {
+static int unixaddr(lua_State *L, const char *op, const char *path, rv_addr *out) {
   struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
   size_t n = strlen(path);
   memset(out, 0, sizeof *out);
@@ -141,7 +140,7 @@ int rv_getaddr(lua_State *L, rv_socket *s, int argidx, const char *op,
   if (s->family == AF_UNIX) {
     const char *path = luaL_checkstring(L, argidx);
     snprintf(text, size, "%s", path);
-    return rv_unixaddr(L, op, path, out);
+    return unixaddr(L, op, path, out);
   } else {
     const char *host = luaL_checkstring(L, argidx);
     lua_Integer port = luaL_checkinteger(L, argidx + 1);
@@ -149,6 +148,6 @@ int rv_getaddr(lua_State *L, rv_socket *s, int argidx, const char *op,
                   "port out of range (0-65535)");
     snprintf(text, size, s->family == AF_INET6 && strchr(host, ':') ? "[%s]:%d" : "%s:%d",
              host, (int)port);
-    return rv_resolve(L, op, s->family, s->type, host, port, 0, out);
+    return resolve(L, op, s->family, s->type, host, port, out);
   }
 }

@@ -53,11 +53,6 @@ RV_HIDDEN const char *rv_errname(int err);
 extern RV_HIDDEN const luaL_Reg rv_error_funcs[];
 
 /* address.c: resolution and formatting. */
-RV_HIDDEN int rv_resolve(lua_State *L, const char *op, int family, int type,
-                         const char *host, lua_Integer port, int passive,
-                         rv_addr *out);
-RV_HIDDEN int rv_unixaddr(lua_State *L, const char *op, const char *path,
-                          rv_addr *out);
 RV_HIDDEN void rv_addr_format(const struct sockaddr *sa, socklen_t len,
                               char *buf, size_t size);
 RV_HIDDEN int rv_push_addr(lua_State *L, const struct sockaddr *sa,

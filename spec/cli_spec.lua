@@ -97,6 +97,12 @@ function TestCli.test_udp_echo_and_udp_connect()
     " --udp")
   lu.assertEquals(status, 0)
   lu.assertEquals(reply, "datagram")
+  -- regression: a reply that came before the end of stdin left the reader
+  -- waiting with no deadline, forever
+  reply, status = H.sh("(printf 'early'; sleep 0.3) | " .. R .. " connect 127.0.0.1 " .. port ..
+    " --udp")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(reply, "early")
   H.stop(pid)
   os.remove(out)
 end

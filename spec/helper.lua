@@ -30,12 +30,17 @@ function H.fds()
   return n
 end
 
+-- Processes a test started and has not stopped: its tearDown stops them,
+-- so a failing test leaves no server running.
+local started = {}
+
 function H.class()
   local C = {}
   function C.setUp() C._fds = H.fds() end
   -- Peers' handlers may still be closing their ends: give the loop a
   -- bounded moment to settle before counting.
   function C.tearDown()
+    for pid in pairs(started) do H.stop(pid) end
     local deadline = reverb.now() + 2 * H.SLOW
     repeat
       collectgarbage()
@@ -67,9 +72,15 @@ function H.raises(code, fn, ...)
   return err
 end
 
---- Runs a shell command to completion: its output, and its exit status.
+local function quote(cmd)
+  return "'" .. cmd:gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a shell command to completion, but for at most a minute (status
+-- 124 then): its output, and its exit status.
 function H.sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local bound = "timeout -k 5 " .. 60 * H.SLOW .. " sh -c " .. quote(cmd)
+  local p = io.popen(bound .. " 2>&1; echo \"exit=$?\"")
   local out = p:read("a")
   p:close()
   local body, status = out:match("^(.-)exit=(%d+)\n$")
@@ -80,10 +91,10 @@ end
 -- and the output file's name.
 function H.start(cmd)
   local out = os.tmpname()
-  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
-  local p = io.popen("exec sh -c " .. quoted .. " >" .. out .. " 2>&1 </dev/null & echo $!")
+  local p = io.popen("exec sh -c " .. quote(cmd) .. " >" .. out .. " 2>&1 </dev/null & echo $!")
   local pid = tonumber(p:read("l"))
   p:close()
+  started[pid] = true
   return pid, out
 end
 
@@ -101,13 +112,17 @@ end
 function H.wait_exit(pid, seconds)
   local deadline = reverb.now() + (seconds or 5) * H.SLOW
   while reverb.now() < deadline do
-    if not H.alive(pid) then return true end
+    if not H.alive(pid) then
+      started[pid] = nil   -- gone: its number may be reused, never signal it
+      return true
+    end
     reverb.sleep(0.01)
   end
   return false
 end
 
 function H.stop(pid)
+  started[pid] = nil
   pcall(core.kill, pid, "TERM")
   if not H.wait_exit(pid, 5) then pcall(core.kill, pid, "KILL") end
 end

@@ -175,8 +175,8 @@ function M.env()
   return setmetatable({ reverb = require "reverb" }, { __index = _G })
 end
 
---- Loads a script file; a missing or broken file is a usage-level
--- failure reported in one line.
+--- Loads a script file; a missing or broken file is a runtime failure
+-- reported in one line (exit status 1), not a traceback.
 function M.load(path, env)
   local fn, err = loadfile(path, "t", env or M.env())
   if not fn then error({ line = err }, 0) end

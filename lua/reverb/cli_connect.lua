@@ -53,9 +53,13 @@ local function run_tasks(...)
   if failed then error(failed, 0) end
 end
 
+-- UDP has no end of stream: after the end of stdin, replies still in
+-- flight get LINGER seconds, then the socket is closed, which ends the
+-- reader wherever it waits.
+local LINGER = 0.5
+
 local function connect_udp(host, port, trace)
   local u = reverb.udp()
-  local stdin_done = false
   run_tasks(function()
     while true do
       local data = stdio.read()
@@ -63,21 +67,19 @@ local function connect_udp(host, port, trace)
       trace(">", data)
       u:sendto(data, host, port)
     end
-    stdin_done = true
-    u:settimeout(0.5)   -- late replies still arrive; then we are done
+    reverb.sleep(LINGER)
+    u:close()
   end, function()
     while true do
       local ok, data = pcall(u.recvfrom, u)
       if not ok then
-        if stdin_done and core.iserror(data) and data.code == "ETIMEDOUT" then break end
+        if u.closed then break end
         error(data, 0)
       end
       trace("<", data)
       stdio.write(data)
     end
-    reverb.stop()
   end)
-  u:close()
   return 0
 end
 
