@@ -6,3 +6,4 @@ ignore = { "211/_.*" }
 files["spec"] = { ignore = { "212/self" } }
 -- the runner hands luaunit its own options through arg
 files["spec/run.lua"] = { globals = { "arg" } }
+color = false

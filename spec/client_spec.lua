@@ -14,7 +14,7 @@ function TestClient.test_the_contract_example_at_top_level()
   local srv <close> = reverb.serve(0, function(conn)
     for l in conn:lines() do conn:write(l, "\n") end
   end)
-  local c <close> = reverb.connect("127.0.0.1", srv.port)
+  local c <close> = H.connect("127.0.0.1", srv.port)
   c:write("hello\n")
   lu.assertEquals(c:read_line(), "hello")
   lu.assertEquals(c.peer, "127.0.0.1:" .. srv.port)
@@ -24,7 +24,7 @@ end
 function TestClient.test_connect_inside_a_task()
   local srv <close> = reverb.serve(0, echo_lines)
   local got = H.within(5, function()
-    local c <close> = reverb.connect { host = "127.0.0.1", port = srv.port }
+    local c <close> = H.connect { host = "127.0.0.1", port = srv.port }
     c:write("from a task\n")
     return c:read_line()
   end)
@@ -71,7 +71,7 @@ end
 
 function TestClient.test_nodelay_and_timeout_options()
   local srv <close> = reverb.serve(0, echo_lines)
-  local c <close> = reverb.connect("127.0.0.1", srv.port, { nodelay = true, timeout = 0.02 })
+  local c <close> = H.connect("127.0.0.1", srv.port, { nodelay = true, timeout = 0.02 })
   lu.assertTrue(c.socket:getoption("nodelay"))
   H.raises("ETIMEDOUT", c.read_line, c)   -- the timeout applies to later waits
 end

@@ -63,6 +63,24 @@ function H.within(seconds, fn, ...)
   return table.unpack(res, 2, res.n)
 end
 
+-- Every wait in a spec is bounded: streams and datagram sockets made
+-- through these raise ETIMEDOUT instead of hanging when a peer misbehaves.
+local BOUND = 10
+
+--- reverb.connect with a timeout unless the spec sets one.
+function H.connect(host, port, opts)
+  if type(host) == "table" then host, port, opts = nil, nil, host end
+  opts = setmetatable({}, { __index = opts or {} })
+  if opts.timeout == nil then opts.timeout = BOUND * H.SLOW end
+  if host then return reverb.connect(host, port, opts) end
+  return reverb.connect(opts)
+end
+
+--- reverb.udp with a timeout.
+function H.udp(...)
+  return reverb.udp(...):settimeout(BOUND * H.SLOW)
+end
+
 --- Asserts that fn(...) raises an error object with this code.
 function H.raises(code, fn, ...)
   local ok, err = pcall(fn, ...)

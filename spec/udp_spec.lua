@@ -6,10 +6,10 @@ local H = require "helper"
 local TestUdp = H.class()
 
 function TestUdp.test_echo_between_two_sockets_at_top_level()
-  local server <close> = reverb.udp("127.0.0.1", 0)
+  local server <close> = H.udp("127.0.0.1", 0)
   lu.assertTrue(server.port > 0)
   lu.assertEquals(select(2, server.socket:getsockname()), server.port)
-  local client <close> = reverb.udp()
+  local client <close> = H.udp()
   client:sendto("ping", "127.0.0.1", server.port)
   local data, host, port = server:recvfrom()
   lu.assertEquals({ data, host }, { "ping", "127.0.0.1" })
@@ -18,7 +18,7 @@ function TestUdp.test_echo_between_two_sockets_at_top_level()
 end
 
 function TestUdp.test_an_echo_task_serves_many_datagrams()
-  local server <close> = reverb.udp("127.0.0.1", 0)
+  local server <close> = H.udp("127.0.0.1", 0)
   reverb.spawn(function()
     for _ = 1, 50 do
       local d, h, p = server:recvfrom()
@@ -26,7 +26,7 @@ function TestUdp.test_an_echo_task_serves_many_datagrams()
     end
   end)
   H.within(10, function()
-    local c <close> = reverb.udp()
+    local c <close> = H.udp()
     for i = 1, 50 do
       c:sendto("msg " .. i, "127.0.0.1", server.port)
       lu.assertEquals(c:recvfrom(), "MSG " .. i)
@@ -35,7 +35,7 @@ function TestUdp.test_an_echo_task_serves_many_datagrams()
 end
 
 function TestUdp.test_recvfrom_timeout()
-  local u <close> = reverb.udp("127.0.0.1", 0)
+  local u <close> = H.udp("127.0.0.1", 0)
   u:settimeout(0.02)
   local err = H.raises("ETIMEDOUT", u.recvfrom, u)
   lu.assertEquals(err.op, "recvfrom")
@@ -45,8 +45,8 @@ end
 function TestUdp.test_unix_datagrams()
   local path = os.tmpname()
   os.remove(path)
-  local a <close> = reverb.udp { unix = path }
-  local b <close> = reverb.udp { unix = path .. ".b" }
+  local a <close> = H.udp { unix = path }
+  local b <close> = H.udp { unix = path .. ".b" }
   b:sendto("over a unix datagram", path)
   local data, from = a:recvfrom()
   lu.assertEquals(data, "over a unix datagram")
@@ -57,8 +57,8 @@ end
 
 function TestUdp.test_inet6_datagrams()
   if not H.has_ipv6() then lu.skip("this machine has no ::1") end
-  local a <close> = reverb.udp("::1", 0)
-  local b <close> = reverb.udp("::1", 0)
+  local a <close> = H.udp("::1", 0)
+  local b <close> = H.udp("::1", 0)
   b:sendto("v6", "::1", a.port)
   lu.assertEquals({ a:recvfrom() }, { "v6", "::1", b.port })
 end
