@@ -37,6 +37,20 @@ local function children(pid)
   return kids
 end
 
+-- `reverb serve 0 --workers 2`, once both workers run: pid, port, output
+-- file, and the workers' pids.
+local function serve_workers()
+  local pid, port, out = serve("0 --workers 2")
+  return pid, port, out, H.within(10, function()
+    local kids
+    repeat
+      kids = children(pid)
+      reverb.sleep(0.01)
+    until #kids == 2
+    return kids
+  end)
+end
+
 local TestCli = H.class()
 
 function TestCli.test_help_and_version()
@@ -190,14 +204,7 @@ print("port " .. srv.port)
 end
 
 function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
-  local pid, port, out = serve("0 --workers 2")
-  local kids
-  H.within(10, function()
-    repeat
-      kids = children(pid)
-      reverb.sleep(0.01)
-    until #kids == 2
-  end)
+  local pid, port, out, kids = serve_workers()
   for i = 1, 10 do
     lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " req " .. i), "req " .. i .. "\n")
   end
@@ -209,22 +216,14 @@ function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
 end
 
 function TestCli.test_workers_die_with_a_killed_supervisor()
-  local pid, _, out = serve("0 --workers 2")
-  local kids
-  H.within(10, function()
-    repeat kids = children(pid) reverb.sleep(0.01) until #kids == 2
-  end)
+  local pid, _, out, kids = serve_workers()
   require("reverb.core").kill(pid, "KILL")   -- no chance to stop them itself
   for _, kid in ipairs(kids) do lu.assertTrue(H.wait_exit(kid), "worker " .. kid .. " stopped") end
   os.remove(out)
 end
 
 function TestCli.test_a_dead_worker_is_restarted()
-  local pid, port, out = serve("0 --workers 2")
-  local kids
-  H.within(10, function()
-    repeat kids = children(pid) reverb.sleep(0.01) until #kids == 2
-  end)
+  local pid, port, out, kids = serve_workers()
   H.stop(kids[1])
   H.await_output(out, "worker " .. kids[1] .. " ended; starting another")
   H.within(10, function()

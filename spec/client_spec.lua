@@ -4,9 +4,7 @@ local reverb = require "reverb"
 local core = require "reverb.core"
 local H = require "helper"
 
-local function echo_lines(conn)
-  for line in conn:lines() do conn:write(line, "\n") end
-end
+local echo_lines = H.echo_lines
 
 local TestClient = H.class()
 

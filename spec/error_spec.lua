@@ -12,6 +12,19 @@ local function dead_port()
   return s, port
 end
 
+-- A connected client whose peer has just closed with a reset (linger 0).
+local function reset_client()
+  local l <close> = core.socket()
+  l:bind("127.0.0.1", 0)
+  l:listen()
+  local c = core.socket()
+  c:connect("127.0.0.1", select(2, l:getsockname()))
+  local a = l:accept()
+  a:setoption("linger", 0)
+  a:close()
+  return c
+end
+
 local TestErrors = H.class()
 
 function TestErrors.test_connection_refused()
@@ -48,14 +61,7 @@ function TestErrors.test_name_resolution_failure_has_eai_code()
 end
 
 function TestErrors.test_send_after_peer_reset_is_epipe_or_econnreset()
-  local l <close> = core.socket()
-  l:bind("127.0.0.1", 0)
-  l:listen()
-  local c <close> = core.socket()
-  c:connect("127.0.0.1", select(2, l:getsockname()))
-  local a = l:accept()
-  a:setoption("linger", 0)   -- close with a reset
-  a:close()
+  local c <close> = reset_client()
   local ok, err
   for _ = 1, 100 do
     ok, err = pcall(c.send, c, "anyone there?")
@@ -67,14 +73,7 @@ function TestErrors.test_send_after_peer_reset_is_epipe_or_econnreset()
 end
 
 function TestErrors.test_recv_after_reset_is_econnreset()
-  local l <close> = core.socket()
-  l:bind("127.0.0.1", 0)
-  l:listen()
-  local c <close> = core.socket()
-  c:connect("127.0.0.1", select(2, l:getsockname()))
-  local a = l:accept()
-  a:setoption("linger", 0)
-  a:close()
+  local c <close> = reset_client()
   H.raises("ECONNRESET", c.recv, c)
 end
 

@@ -81,6 +81,22 @@ function H.udp(...)
   return reverb.udp(...):settimeout(BOUND * H.SLOW)
 end
 
+--- The handler most specs serve: each line back.
+function H.echo_lines(conn)
+  for line in conn:lines() do conn:write(line, "\n") end
+end
+
+--- Two streams joined by a unix socketpair, closed when the pair goes
+-- out of scope (`local p <close> = H.stream_pair()`); opts as stream.new.
+function H.stream_pair(opts)
+  local stream = require "reverb.stream"
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  b:setblocking(false)
+  local p = { stream.new(a, "a", opts), stream.new(b, "b", opts) }
+  return setmetatable(p, { __close = function(t) t[1]:close() t[2]:close() end })
+end
+
 --- Asserts that fn(...) raises an error object with this code.
 function H.raises(code, fn, ...)
   local ok, err = pcall(fn, ...)

@@ -3,9 +3,7 @@ local lu = require "luaunit"
 local reverb = require "reverb"
 local H = require "helper"
 
-local function echo_lines(conn)
-  for line in conn:lines() do conn:write(line, "\n") end
-end
+local echo_lines = H.echo_lines
 
 -- A server whose log lines are kept in srv.logged instead of stderr.
 local function quiet_serve(opts, handler)

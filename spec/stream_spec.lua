@@ -2,18 +2,9 @@
 local lu = require "luaunit"
 local reverb = require "reverb"
 local core = require "reverb.core"
-local stream = require "reverb.stream"
 local H = require "helper"
 
--- Two streams joined by a unix socketpair; closed when the pair goes out
--- of scope.
-local function pair(opts)
-  local a, b = core.socketpair()
-  a:setblocking(false)
-  b:setblocking(false)
-  local p = { stream.new(a, "a", opts), stream.new(b, "b", opts) }
-  return setmetatable(p, { __close = function(t) t[1]:close() t[2]:close() end })
-end
+local pair = H.stream_pair
 
 local TestStream = H.class()
 
