@@ -36,6 +36,15 @@ local function target(cmd, o, pos)
   return pos[1], cli.port(cmd, pos[2])
 end
 
+-- Copies stdin, chunk by chunk, to put(data) until the end of input.
+local function pump_stdin(put)
+  while true do
+    local data = stdio.read()
+    if not data then return end
+    put(data)
+  end
+end
+
 -- Runs the given task bodies until the loop is idle or one of them calls
 -- finish(); the first error any of them raised is raised here.
 local function run_tasks(...)
@@ -61,12 +70,10 @@ local LINGER = 0.5
 local function connect_udp(host, port, trace)
   local u = reverb.udp()
   run_tasks(function()
-    while true do
-      local data = stdio.read()
-      if not data then break end
+    pump_stdin(function(data)
       trace(">", data)
       u:sendto(data, host, port)
-    end
+    end)
     reverb.sleep(LINGER)
     u:close()
   end, function()
@@ -97,12 +104,10 @@ local function connect(args)
   if o.udp then return connect_udp(host, port, trace) end
   local conn = reverb.connect(host, port)
   run_tasks(function()
-    while true do
-      local data = stdio.read()
-      if not data then break end
+    pump_stdin(function(data)
       trace(">", data)
       conn:write(data)
-    end
+    end)
     if not conn.closed then conn:shutdown("write") end
   end, function()
     while true do
@@ -133,11 +138,7 @@ local function send(args)
   if message then
     conn:write(message)
   else
-    while true do
-      local data = stdio.read()
-      if not data then break end
-      conn:write(data)
-    end
+    pump_stdin(function(data) conn:write(data) end)
   end
   conn:shutdown("write")
   while true do

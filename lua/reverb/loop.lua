@@ -41,7 +41,7 @@ local stopping = false
 local stepping = false    -- true while the loop runs a step
 local main_woken, main_value = false, nil
 
-local M = { MAIN = MAIN }
+local M = {}
 
 local function getpoller()
   if not poller then poller = core.poller() end
