@@ -183,7 +183,9 @@ end
 
 function TestCli.test_repl_through_a_pipe_keeps_its_server_alive()
   local out = os.tmpname()
-  local repl = io.popen(R .. " repl > " .. out .. " 2>&1", "w")
+  -- bounded like H.sh: closing the pipe waits for the REPL to exit
+  local repl = io.popen("timeout -k 5 " .. 60 * H.SLOW .. " " .. R .. " repl > " .. out ..
+                        " 2>&1", "w")
   repl:write([[srv = reverb.serve(0, function(c)
   for l in c:lines() do c:write(l:upper(), "\n") end
 end)
