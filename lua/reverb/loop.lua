@@ -194,6 +194,9 @@ M.park = suspend
 function M.watch(w, fd, mode)
   getpoller():add(fd, mode)
   w.fd = fd
+  -- Fields a waiter reads are kept present (false, not nil): a missing
+  -- field would send every read through the object's __index chain.
+  w.rco, w.wco = w.rco or false, w.wco or false
   if mode ~= nil and mode ~= "edge" then w.mode_level = true end
   watchers[fd] = w
 end
@@ -206,7 +209,7 @@ function M.unwatch(w)
     if w.mode_level then poller:del(fd) end
   end
   local r, wr = w.rco, w.wco
-  w.rco, w.wco = nil, nil
+  w.rco, w.wco = false, false
   if r then wake(r, "closed") end
   if wr then wake(wr, "closed") end
 end
@@ -250,7 +253,7 @@ local function dispatch(n)
         w.rready = true
         local co = w.rco
         if co then
-          w.rco = nil
+          w.rco = false
           if co ~= MAIN then
             local ok, r = resume(co, true)
             if r ~= WAIT then settle(co, ok, r) end
@@ -263,7 +266,7 @@ local function dispatch(n)
         w.wready = true
         local co = w.wco
         if co then
-          w.wco = nil
+          w.wco = false
           resume_waiter(co, true)
         end
       end
@@ -285,7 +288,7 @@ local function fire_timers(t)
     else
       e.live = false
       if co and w[e.f] == co then
-        e.co, w[e.f] = nil, nil
+        e.co, w[e.f] = nil, false
         resume_waiter(co, false)
       end
     end

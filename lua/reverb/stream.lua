@@ -231,7 +231,7 @@ local function release(self)
   if q and q[1] then
     loop.wake(remove(q, 1), true)
   else
-    self.wlock = nil
+    self.wlock = false
   end
 end
 
@@ -286,7 +286,7 @@ function Stream:settimeout(seconds)
   if seconds ~= nil and (type(seconds) ~= "number" or seconds < 0) then
     error("bad argument #1 to 'settimeout' (non-negative number or nil expected)", 2)
   end
-  self.timeout = seconds
+  self.timeout = seconds or false
   return self
 end
 
@@ -307,11 +307,15 @@ end
 
 --- Wraps a connected non-blocking socket. opts: max_line, timeout.
 local function new(sock, peer, opts)
+  -- Every field the hot path reads is present from the start (false, not
+  -- nil), so no read of an unset field falls through to Stream.__index.
   local self = setmetatable({
     socket = sock, peer = peer, buf = "", pos = 1,
     rready = true, wready = true, bytes_in = 0, bytes_out = 0,
     max_line = opts and opts.max_line or MAX_LINE,
-    timeout = opts and opts.timeout,
+    timeout = opts and opts.timeout or false,
+    eof = false, hup = false, closed = false, wlock = false,
+    rco = false, wco = false,
   }, Stream)
   loop.watch(self, sock:fileno(), "edge")
   return self
