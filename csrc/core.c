@@ -30,6 +30,7 @@ int luaopen_reverb_core(lua_State *L) {
   luaL_setfuncs(L, rv_socket_funcs, 0);
   luaL_setfuncs(L, rv_error_funcs, 0);
   luaL_setfuncs(L, rv_poller_funcs, 0);
+  luaL_setfuncs(L, rv_sched_funcs, 0);
   luaL_setfuncs(L, rv_signal_funcs, 0);
   luaL_setfuncs(L, rv_process_funcs, 0);
   luaL_getmetatable(L, RV_SOCKET);

@@ -1,14 +1,15 @@
 /*
  * poller.c -- a thin epoll wrapper: the loop's only way to sleep on I/O.
  *
- * Sockets are registered once, edge-triggered for reading and writing
- * ("edge"), and never re-armed: the Lua side keeps a readiness flag per
- * descriptor and only waits when a call really would block.  Descriptors
- * that are not sockets (stdin, the signal pipe) use level-triggered "read".
- * wait() writes its events into a table the caller reuses, as pairs
- * fd, flags (1 = readable, 2 = writable, 4 = hang-up or error), so a busy loop allocates nothing
- * per event.  Errors and hang-ups wake both directions, so whoever waits
- * sees the failure on its next call, as in redis's ae_epoll.c.
+ * Sockets are registered once, edge-triggered ("edge"), and the Lua side
+ * keeps a readiness flag per descriptor, so it only waits when a call
+ * really would block.  Descriptors that are not sockets (stdin, the signal
+ * pipe) use level-triggered "read".  wait() writes its events into a
+ * table the caller reuses, as pairs fd, flags (1 = readable, 2 = writable,
+ * 4 = hang-up or error), so a busy loop allocates nothing per event; the
+ * loop itself uses sched.c's dispatch, which reads them in place.  Errors
+ * and hang-ups wake both directions, so whoever waits sees the failure on
+ * its next call, as in redis's ae_epoll.c.
  */
 #include <errno.h>
 #include <math.h>
@@ -40,10 +41,24 @@ static int l_poller(lua_State *L) {
   return 1;
 }
 
-static const char *const modes[] = { "edge", "read", "write", NULL };
+/* "edge" watches a socket for reading, edge-triggered; "edge+write" for
+   writing as well (the loop switches a socket to it when a writer has to
+   wait, so the usual event is a plain "readable").  "read" and "write"
+   are level-triggered, for pipes and terminals. */
+static const char *const modes[] = { "edge", "edge+write", "read", "write", NULL };
 static const uint32_t masks[] = {
-  EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, EPOLLIN, EPOLLOUT
+  EPOLLIN | EPOLLRDHUP | EPOLLET, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, EPOLLIN, EPOLLOUT
 };
+
+/* What an epoll event means to the loop: RV_READ wakes a reader, RV_WRITE
+   a writer, RV_HUP marks a hang-up or error (which wakes both). */
+int rv_poller_flags(uint32_t e) {
+  int flags = 0;
+  if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= RV_READ;
+  if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) flags |= RV_WRITE;
+  if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= RV_HUP;
+  return flags;
+}
 
 static int ctl(lua_State *L, int op, const char *name) {
   poller *p = checkpoller(L);
@@ -62,29 +77,35 @@ static int poller_add(lua_State *L) { return ctl(L, EPOLL_CTL_ADD, "epoll_add");
 static int poller_mod(lua_State *L) { return ctl(L, EPOLL_CTL_MOD, "epoll_mod"); }
 static int poller_del(lua_State *L) { return ctl(L, EPOLL_CTL_DEL, "epoll_del"); }
 
-/* p:wait(timeout, out) -> n.  timeout in seconds, nil or negative for
-   none; rounded up to the millisecond so a timer never fires early.  A
-   signal ends the wait with n = 0. */
-static int poller_wait(lua_State *L) {
-  poller *p = checkpoller(L);
-  lua_Number t = luaL_optnumber(L, 2, -1);
-  int ms = t < 0 ? -1 : t > 86400 ? 86400000 : (int)ceil(t * 1000);
-  int n, i;
-  luaL_checktype(L, 3, LUA_TTABLE);
+/* Waits for events on the poller at idx: timeout in seconds, negative for
+   none, rounded up to the millisecond so a timer never fires early.  A
+   signal ends the wait with no events.  Also the wait of sched.c's
+   dispatch, which reads the events in place. */
+int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
+                   const struct epoll_event **events) {
+  poller *p = (poller *)luaL_checkudata(L, idx, RV_POLLER);
+  int ms = timeout < 0 ? -1 : timeout > 86400 ? 86400000 : (int)ceil(timeout * 1000);
+  int n;
+  if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed");
   n = epoll_wait(p->fd, p->events, MAXEVENTS, ms);
   if (n < 0) {
     if (errno != EINTR) return rv_fail(L, "epoll_wait", errno, NULL);
     n = 0;
   }
+  *events = p->events;
+  return n;
+}
+
+/* p:wait(timeout, out) -> n, the events as pairs fd, flags in out. */
+static int poller_wait(lua_State *L) {
+  const struct epoll_event *ev;
+  int n, i;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = rv_poller_poll(L, 1, luaL_optnumber(L, 2, -1), &ev);
   for (i = 0; i < n; i++) {
-    uint32_t e = p->events[i].events;
-    int flags = 0;
-    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= 1;
-    if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) flags |= 2;
-    if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) flags |= 4;
-    lua_pushinteger(L, p->events[i].data.fd);
+    lua_pushinteger(L, ev[i].data.fd);
     lua_rawseti(L, 3, 2 * i + 1);
-    lua_pushinteger(L, flags);
+    lua_pushinteger(L, rv_poller_flags(ev[i].events));
     lua_rawseti(L, 3, 2 * i + 2);
   }
   lua_pushinteger(L, n);

@@ -11,6 +11,7 @@
 #define REVERB_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "lua.h"
@@ -73,9 +74,17 @@ extern RV_HIDDEN const luaL_Reg rv_io_funcs[];
 RV_HIDDEN void rv_io_init(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_option_methods[];
 
-/* poller.c, signal.c, process.c: what the loop needs. */
+/* poller.c, sched.c, signal.c, process.c: what the loop needs. */
+#define RV_READ  1   /* event flags, as the loop sees them */
+#define RV_WRITE 2
+#define RV_HUP   4
+struct epoll_event;
 RV_HIDDEN void rv_poller_init(lua_State *L);
+RV_HIDDEN int rv_poller_flags(uint32_t events);
+RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
+                             const struct epoll_event **events);
 extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
+extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
 RV_HIDDEN void rv_signal_afterfork(void);
 extern RV_HIDDEN const luaL_Reg rv_process_funcs[];

@@ -10,17 +10,32 @@ function TestPoller.test_edge_triggered_reports_once_per_arrival()
   local p <close> = core.poller()
   p:add(b:fileno(), "edge")
   local ev = {}
-  lu.assertEquals(p:wait(1, ev), 1)          -- writable at registration
-  lu.assertEquals(ev[1], b:fileno())
-  lu.assertEquals(ev[2] & 2, 2)
-  lu.assertEquals(p:wait(0, ev), 0)          -- no new edge
+  lu.assertEquals(p:wait(0, ev), 0)          -- "edge" watches reading only
   a:send("x")
   lu.assertEquals(p:wait(1, ev), 1)
-  lu.assertEquals(ev[2] & 1, 1)
+  lu.assertEquals(ev[1], b:fileno())
+  lu.assertEquals(ev[2], 1)
   lu.assertEquals(p:wait(0, ev), 0)          -- not re-armed: edge-triggered
   a:close()
   lu.assertEquals(p:wait(1, ev), 1)
   lu.assertEquals(ev[2] & 4, 4, "hang-up flag")
+  b:close()
+end
+
+-- What a writer that has to wait relies on: switching to "edge+write"
+-- reports a socket that is already writable, at once, every time.
+function TestPoller.test_rearming_for_write_reports_current_state()
+  local a, b = core.socketpair()
+  local p <close> = core.poller()
+  p:add(b:fileno(), "edge")
+  local ev = {}
+  p:mod(b:fileno(), "edge+write")
+  lu.assertEquals(p:wait(1, ev), 1)
+  lu.assertEquals(ev[2], 2)
+  lu.assertEquals(p:wait(0, ev), 0)
+  p:mod(b:fileno(), "edge+write")
+  lu.assertEquals(p:wait(1, ev), 1, "a second arming reports again")
+  a:close()
   b:close()
 end
 

@@ -190,4 +190,24 @@ function TestStream.test_close_wakes_a_waiting_reader()
   lu.assertEquals(err.code, "EBADF")
 end
 
+-- Readers wait in a table indexed by descriptor: a socket closed under its
+-- stream (not through it) must not leave its reader on the number that the
+-- next socket gets.
+function TestStream.test_a_socket_closed_under_a_waiting_reader()
+  local old <close> = pair()
+  local err
+  reverb.spawn(function() err = select(2, pcall(old[2].read_line, old[2])) end)
+  reverb.sleep(0.01)
+  local fd = old[2].socket:fileno()
+  old[2].socket:close()
+  local new <close> = pair()
+  lu.assertTrue(new[1].socket:fileno() == fd or new[2].socket:fileno() == fd,
+                "the new pair reuses the descriptor")
+  reverb.sleep(0.01)
+  lu.assertTrue(core.iserror(err))
+  lu.assertEquals(err.code, "EBADF")
+  new[1]:write("still here\n")
+  lu.assertEquals(new[2]:read_line(), "still here")
+end
+
 return { TestStream = TestStream }

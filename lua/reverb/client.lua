@@ -43,7 +43,7 @@ local function connect(host, port, opts)
   if not done then
     conn.wready = false
     local t = opts.timeout
-    local r = loop.wait(conn, "wco", t and core.now() + t)
+    local r = loop.wait(conn, "write", t and core.now() + t)
     if r ~= true then
       conn:close()
       error(core.error("connect", "ETIMEDOUT", "timed out", peer))
@@ -54,6 +54,7 @@ local function connect(host, port, opts)
       conn:close()
       error(err)
     end
+    conn.wready = true
   end
   if opts.nodelay then sock:setoption("nodelay", true) end
   return conn

@@ -2,36 +2,51 @@
 -- when what they wait for happens: a descriptor is ready, a timer is due,
 -- another task wakes them.
 --
--- How a wait works. Everything that waits calls `wait(w, field, deadline)`
--- with a watcher `w` (a table owning a descriptor: a stream, a listener, a
--- datagram socket) and the field to park in, "rco" for reading or "wco"
--- for writing. Inside a task, the task parks itself there and yields the
--- private WAIT marker. At top level (a script's main chunk, the REPL) the
--- waiter is MAIN and the loop is run right here until MAIN is woken, so
--- servers and other tasks keep running meanwhile.
+-- How a wait works. Everything that waits calls `wait(w, dir, deadline)`
+-- with a watcher `w` (a table owning a descriptor `w.fd`: a stream, a
+-- listener, a datagram socket) and the direction, "read" or "write".
+-- Inside a task, the task parks itself in readers[fd] or writers[fd] and
+-- yields the private WAIT marker. At top level (a script's main chunk,
+-- the REPL) the waiter is MAIN and the loop is run right here until MAIN
+-- is woken, so servers and other tasks keep running meanwhile.
 --
--- Descriptors are registered with epoll once, edge-triggered. The
--- dispatcher sets `w.rready` / `w.wready` and wakes whoever is parked;
--- the I/O code clears those flags when the kernel says "would block" (or
--- a short read shows the socket is drained), so a call that can complete
--- at once never touches epoll.
+-- Sockets are registered with epoll once, edge-triggered, for reading;
+-- a writer that has to wait re-arms its socket for writing as well, and
+-- since epoll_ctl looks at the socket's state again, that wake cannot be
+-- missed. So the usual event is "readable", and the usual turn is: find
+-- the reader parked on that descriptor, resume it.
+--
+-- Readiness a waiter has not consumed is kept on the watcher: the
+-- dispatcher sets `w.rready` when data comes with no reader waiting (and
+-- `w.hup` on a hang-up); streams clear it when a short read shows the
+-- socket drained, and keep `w.wready` themselves, so a call that can
+-- complete at once never touches epoll.
+--
+-- The steps every request takes (resume a task, park it, hand it its
+-- epoll event) are in C, csrc/sched.c; what to run when, timers, the run
+-- queue and the reporting of failed tasks are here.
 
 local core = require "reverb.core"
 local heap = require "reverb.heap"
 
-local create, resume, running, yield, cclose =
-  coroutine.create, coroutine.resume, coroutine.running, coroutine.yield, coroutine.close
+local create, running, yield, cclose =
+  coroutine.create, coroutine.running, coroutine.yield, coroutine.close
 local now = core.now
 local traceback = debug.traceback
 local pack, unpack = table.pack, table.unpack
 
-local WAIT, DONE, MAIN, START = {}, {}, {}, {}   -- private markers
+local sched = core.scheduler()
+local resume, park, dispatch = sched.resume, sched.park, sched.dispatch
+local WAIT = sched.WAIT                          -- what a parking task yields
+local DONE, MAIN, START = {}, {}, {}             -- private markers
 
 local poller              -- made on first use, so a fork before it is clean
-local events = {}         -- reused by every poller:wait
 -- fd -> watcher. Weak: a stream nobody holds is collected and its socket
 -- closed by __gc (the kernel then drops it from epoll by itself).
 local watchers = setmetatable({}, { __mode = "v" })
+-- fd -> the task (or MAIN) waiting to read / to write on it. Indexed by
+-- descriptor, so the dispatcher finds a waiter with one array lookup.
+local readers, writers = {}, {}
 local tasks = {}          -- task -> true (daemon tasks: "daemon")
 local ntasks = 0          -- live non-daemon tasks: run() returns at 0
 local timers = heap.new()
@@ -151,36 +166,41 @@ local function add_timer(t, co)
   heap.push(timers, { t = t, co = co })
 end
 
-local function watcher_timer(w, field, who, deadline)
+local function watcher_timer(w, q, who, deadline)
   local e = w.timer
   if e and e.live and e.t <= deadline then
-    e.due, e.co, e.f = deadline, who, field
+    e.due, e.co, e.q = deadline, who, q
     return e
   end
   if e then e.live = false end   -- one that would fire too late: replaced
-  e = { t = deadline, due = deadline, co = who, w = w, f = field, live = true }
+  e = { t = deadline, due = deadline, co = who, w = w, q = q, live = true }
   w.timer = e
   heap.push(timers, e)
   return e
 end
 
---- Waits until watcher w is ready in the direction of field ("rco" or
--- "wco"). Returns true when ready, false when the deadline passed, or
--- "closed" when the watcher was closed meanwhile.
-function M.wait(w, field, deadline)
-  local co = running()
-  if not deadline and tasks[co] and not w[field] then   -- the hot path
-    w[field] = co
-    return yield(WAIT)
+--- Waits until watcher w is ready to "read" or to "write". Returns true
+-- when ready, false when the deadline passed, or "closed" when the
+-- watcher is closed (or was closed meanwhile).
+function M.wait(w, dir, deadline)
+  local fd = w.fd
+  if not fd then return "closed" end
+  local q = readers
+  if dir == "write" then
+    q = writers
+    poller:mod(fd, "edge+write")
+  end
+  if not deadline and not q[fd] then   -- the hot path: a task parks
+    local r = park(q, fd)
+    if r ~= nil then return r end
   end
   local who = current()
-  if w[field] then
-    error("reverb: two tasks wait to " .. (field == "rco" and "read" or "write") ..
-          " on one socket at once", 3)
+  if q[fd] then
+    error("reverb: two tasks wait to " .. dir .. " on one socket at once", 3)
   end
-  w[field] = who
+  q[fd] = who
   if not deadline then return suspend(who) end
-  local e = watcher_timer(w, field, who, deadline)
+  local e = watcher_timer(w, q, who, deadline)
   local r = suspend(who)
   e.co = nil
   return r
@@ -189,15 +209,26 @@ end
 --- Parks waiter `who` (from current()) until something calls wake(who).
 M.park = suspend
 
+-- Drops the watcher of fd and wakes its waiters: they see "closed".
+local function forget(w, fd)
+  w.fd = nil
+  watchers[fd] = nil
+  local r, wr = readers[fd], writers[fd]
+  readers[fd], writers[fd] = nil, nil
+  if r then wake(r, "closed") end
+  if wr then wake(wr, "closed") end
+end
+
 --- Registers a watcher for fd: mode "edge" for sockets, "read" for
 -- pipes and terminals (level-triggered).
 function M.watch(w, fd, mode)
   getpoller():add(fd, mode)
+  -- A watcher still on this number lost its descriptor without being
+  -- unwatched (its socket was closed under it): it is closed now.
+  local old = watchers[fd]
+  if old and old ~= w then forget(old, fd) end
   w.fd = fd
-  -- Fields a waiter reads are kept present (false, not nil): a missing
-  -- field would send every read through the object's __index chain.
-  w.rco, w.wco = w.rco or false, w.wco or false
-  if mode ~= nil and mode ~= "edge" then w.mode_level = true end
+  w.mode_level = mode ~= nil and mode ~= "edge"
   watchers[fd] = w
 end
 
@@ -205,13 +236,9 @@ end
 function M.unwatch(w)
   local fd = w.fd
   if fd and watchers[fd] == w then
-    watchers[fd] = nil
     if w.mode_level then poller:del(fd) end
+    forget(w, fd)
   end
-  local r, wr = w.rco, w.wco
-  w.rco, w.wco = false, false
-  if r then wake(r, "closed") end
-  if wr then wake(wr, "closed") end
 end
 
 --- Closes a watcher that owns w.socket: forgets it, wakes its waiters
@@ -241,39 +268,6 @@ local function resume_waiter(co, value)
   end
 end
 
-local function dispatch(n)
-  local ev = events
-  for i = 1, 2 * n, 2 do
-    local w = watchers[ev[i]]
-    if w then
-      local flags = ev[i + 1]
-      if flags >= 4 then w.hup = true end
-      -- resume_waiter(), inlined: this runs for every event
-      if flags & 1 ~= 0 then
-        w.rready = true
-        local co = w.rco
-        if co then
-          w.rco = false
-          if co ~= MAIN then
-            local ok, r = resume(co, true)
-            if r ~= WAIT then settle(co, ok, r) end
-          else
-            main_woken, main_value = true, true
-          end
-        end
-      end
-      if flags & 2 ~= 0 then
-        w.wready = true
-        local co = w.wco
-        if co then
-          w.wco = false
-          resume_waiter(co, true)
-        end
-      end
-    end
-  end
-end
-
 local function fire_timers(t)
   while timers.size > 0 do
     local e = timers[1]
@@ -287,8 +281,9 @@ local function fire_timers(t)
       heap.push(timers, e)
     else
       e.live = false
-      if co and w[e.f] == co then
-        e.co, w[e.f] = nil, false
+      local fd, q = w.fd, e.q
+      if co and fd and q[fd] == co then
+        e.co, q[fd] = nil, nil
         resume_waiter(co, false)
       end
     end
@@ -334,8 +329,8 @@ function step(from_run)
     timeout = timers[1].t - now()
     if timeout < 0 then timeout = 0 end
   end
-  local n = getpoller():wait(timeout, events)
-  if n > 0 then dispatch(n) end
+  local _, top = dispatch(getpoller(), timeout, watchers, readers, writers, settle)
+  if top then main_woken, main_value = true, true end
   if timers.size > 0 then fire_timers(now()) end
   stepping = false
 end
@@ -375,7 +370,7 @@ end
 function M.after_fork()
   if poller then poller:close() end
   poller = nil
-  watchers = setmetatable({}, { __mode = "v" })
+  watchers, readers, writers = setmetatable({}, { __mode = "v" }), {}, {}
   tasks, ntasks, timers = {}, 0, heap.new()
   runq, rargs, startargs, qhead, qtail = {}, {}, {}, 1, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil

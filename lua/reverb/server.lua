@@ -72,7 +72,7 @@ local function accept_batch(srv)
     local c, host, port = accept(sock)
     if c then
       start_client(srv, c, host, port)
-    elseif loop.wait(srv, "rco") ~= true then
+    elseif loop.wait(srv, "read") ~= true then
       return
     end
   end

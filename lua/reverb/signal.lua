@@ -13,7 +13,7 @@ local handlers, watcher = {}, nil
 
 local function signal_task()
   while true do
-    loop.wait(watcher, "rco")
+    loop.wait(watcher, "read")
     for _, name in ipairs(core.signal_pending()) do
       local fn = handlers[name]
       if fn then loop.spawn(fn, name) end

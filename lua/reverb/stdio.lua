@@ -19,7 +19,7 @@ function M.read(max)
   if pollable then
     local ok, err = pcall(loop.watch, stdin, 0, "read")
     if ok then
-      loop.wait(stdin, "rco")
+      loop.wait(stdin, "read")
       loop.unwatch(stdin)
     elseif core.iserror(err) and err.code == "EPERM" then
       pollable = false

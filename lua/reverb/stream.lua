@@ -21,7 +21,7 @@ local methods = core.methods
 local recv, send, newerror = methods.recv, methods.send, core.error
 local wait, now = loop.wait, core.now
 
-local RECV = 65536
+local RECV = 65536        -- what recv() reads at most when not told
 local MAX_LINE = 65536
 
 local Stream = {}
@@ -48,28 +48,30 @@ end
 -- The next chunk from the socket, or nil at end of stream. A read shorter
 -- than asked means the socket is drained: the next one waits for epoll
 -- first instead of paying a recv that says EAGAIN. After a hang-up the
--- short-read rule is off, so the end of stream is always read.
+-- short-read rule is off, so the end of stream is always read. A reader
+-- woken by the loop knows the socket is readable: it reads at once.
 local function fill(self, op)
   if self.eof then return nil end
-  local sock = self.socket
+  local sock, ready = self.socket, self.rready
   while true do
-    if self.rready then
-      local data = recv(sock, RECV)
+    if ready then
+      local data = recv(sock)
       if data then
         local n = #data
         if n == 0 then
           self.eof = true
           return nil
         end
-        if n < RECV and not self.hup then self.rready = false end
+        self.rready = n == RECV or self.hup
         self.bytes_in = self.bytes_in + n
         return data
       end
       self.rready = false
     end
     local t = self.timeout   -- await(), inlined: this is the hot path
-    local r = wait(self, "rco", t and now() + t)
+    local r = wait(self, "read", t and now() + t)
     if r ~= true then waitfail(self, op, r) end
+    ready = true
   end
 end
 
@@ -221,7 +223,8 @@ local function send_from(self, data, i)
       end
       self.wready = false   -- a short send means the kernel buffer is full
     end
-    await(self, "wco", "write")
+    await(self, "write", "write")
+    self.wready = true      -- woken: there is room again
   end
 end
 
@@ -315,7 +318,6 @@ local function new(sock, peer, opts)
     max_line = opts and opts.max_line or MAX_LINE,
     timeout = opts and opts.timeout or false,
     eof = false, hup = false, closed = false, wlock = false,
-    rco = false, wco = false,
   }, Stream)
   loop.watch(self, sock:fileno(), "edge")
   return self

@@ -25,7 +25,7 @@ function Udp:sendto(data, host, port)
   while true do
     local n = sendto(self.socket, data, host, port)
     if n then return n end
-    await(self, "wco", "sendto")
+    await(self, "write", "sendto")
   end
 end
 
@@ -34,7 +34,7 @@ function Udp:recvfrom(max)
   while true do
     local data, host, port = recvfrom(self.socket, max)
     if data then return data, host, port end
-    await(self, "rco", "recvfrom")
+    await(self, "read", "recvfrom")
   end
 end
 

@@ -1,0 +1,222 @@
+/*
+ * sched.c -- the C half of the loop; lua/reverb/loop.lua keeps the policy.
+ *
+ * Three steps sit on the path of every request and cost less here than in
+ * Lua: resuming a task, parking the running task on a watcher, and handing
+ * a batch of epoll events to the tasks that wait for them.  Together they
+ * replace, per request, a Lua loop over an event table, coroutine.resume's
+ * argument shuffling, coroutine.running plus a table lookup, and
+ * coroutine.yield.
+ *
+ * The yield protocol: a task parks by yielding the private marker WAIT (a
+ * light userdata); whatever else a task yields is a stray yield, which the
+ * Lua side reports.  Every resume of a task goes through here and records
+ * the task as `current`, so park can tell a task from a plain coroutine
+ * running inside one (whose yield would reach the wrong resumer) by a
+ * pointer comparison.
+ *
+ * The loop keeps who waits in two tables indexed by descriptor, readers
+ * and writers (fd -> the task, or a non-thread value for the top level,
+ * which runs the loop itself until woken), and the watchers themselves in
+ * a third (fd -> the table that owns the descriptor).  A watcher's
+ * `rready` says data came while nobody waited to read, `hup` that the
+ * peer hung up or the socket failed.
+ */
+#include <sys/epoll.h>
+
+#include "reverb.h"
+
+typedef struct sched {
+  lua_State *current;   /* the task being resumed; NULL at top level */
+} sched;
+
+static const char WAIT = 0;   /* its address is the marker */
+
+/* The upvalues of dispatch: the sched, then the watcher field names. */
+enum { UV_SCHED = 1, UV_RREADY, UV_HUP, NUV = UV_HUP };
+static const char *const fieldnames[] = { "rready", "hup" };
+
+/* Indices in dispatch's frame. */
+enum { A_POLLER = 1, A_TIMEOUT, A_WATCHERS, A_READERS, A_WRITERS, A_SETTLE, A_WAITER };
+
+static sched *getsched(lua_State *L) {
+  return (sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
+}
+
+/* lua_resume with co recorded as the running task. */
+static int run(sched *S, lua_State *co, lua_State *from, int narg, int *nres) {
+  lua_State *prev = S->current;
+  int status;
+  S->current = co;
+  status = lua_resume(co, from, narg, nres);
+  S->current = prev;
+  return status;
+}
+
+/* resume(co, ...) -> true, values... | false, error: coroutine.resume,
+   for the loop's run queue and timers. */
+static int l_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  int narg = lua_gettop(L) - 1, nres, status;
+  luaL_argexpected(L, co != NULL, 1, "thread");
+  if (co != L && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "cannot resume dead coroutine");
+    return 2;
+  }
+  if (!lua_checkstack(co, narg)) luaL_error(L, "too many arguments to resume");
+  lua_xmove(L, co, narg);
+  status = run(getsched(L), co, L, narg, &nres);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "too many results to resume");
+      return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_xmove(co, L, nres);
+    return nres + 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_xmove(co, L, 1);   /* the error object; co's frames stay for a traceback */
+  return 2;
+}
+
+/* park(q, fd) -> the value the task is woken with.  Inside a task:
+   q[fd] = the task, and the task yields to the loop.  Anywhere else (top
+   level, a plain coroutine) nothing happens and nothing is returned: the
+   caller takes its slow path. */
+static int l_park(lua_State *L) {
+  lua_Integer fd;
+  if (L != getsched(L)->current) return 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  fd = luaL_checkinteger(L, 2);
+  lua_pushthread(L);
+  lua_rawseti(L, 1, fd);
+  lua_pushlightuserdata(L, (void *)&WAIT);
+  return lua_yield(L, 1);
+}
+
+/* What a resume ended with, other than parking, goes to the Lua side:
+   settle(co, ok, first result or the error). */
+static void settle(lua_State *L, lua_State *co, int status, int nres) {
+  int ok = status == LUA_OK || status == LUA_YIELD;
+  if (!ok) nres = 1;   /* the error object, on top of co's stack */
+  lua_pushvalue(L, A_SETTLE);
+  lua_pushvalue(L, A_WAITER);
+  lua_pushboolean(L, ok);
+  if (nres > 0 && lua_checkstack(L, nres)) {
+    lua_xmove(co, L, nres);
+    lua_settop(L, A_WAITER + 4);   /* keep the first */
+  } else {
+    lua_pop(co, nres);
+  }
+  lua_call(L, lua_gettop(L) - A_WAITER - 1, 0);
+}
+
+/* Resumes the task at A_WAITER with true (its descriptor is ready). */
+static void wake(lua_State *L, sched *S) {
+  lua_State *co = lua_tothread(L, A_WAITER);
+  int nres = 0, status;
+  /* A task parks from a C function, which Lua gives LUA_MINSTACK slots:
+     there is room for the value it is woken with. */
+  if (!lua_checkstack(co, 1)) luaL_error(L, "reverb: no stack to resume a task");
+  lua_pushboolean(co, 1);
+  status = run(S, co, L, 1, &nres);
+  if (status == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &WAIT) {
+    lua_pop(co, 1);   /* parked again: the usual end of a turn */
+    return;
+  }
+  settle(L, co, status, nres);
+}
+
+/* Takes the waiter of fd out of the table at q and wakes it: a task is
+   resumed with true, the top level told by the result.  Returns 0 when
+   nobody waited, 1 for a task, 2 for the top level. */
+static int waiter(lua_State *L, sched *S, int q, int fd) {
+  int who;
+  if (lua_rawgeti(L, q, fd) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, q, fd);
+  who = lua_type(L, A_WAITER) == LUA_TTHREAD ? 1 : 2;
+  if (who == 1) wake(L, S);
+  lua_settop(L, A_SETTLE);
+  return who;
+}
+
+/* Keeps on the watcher of fd what nobody was there to take: data came
+   (rready), and with hup, the peer hung up (a later read sees the end). */
+static void mark(lua_State *L, int fd, int hup) {
+  if (lua_rawgeti(L, A_WATCHERS, fd) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(UV_RREADY));
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    if (hup) {
+      lua_pushvalue(L, lua_upvalueindex(UV_HUP));
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
+  }
+  lua_settop(L, A_SETTLE);
+}
+
+/* dispatch(poller, timeout, watchers, readers, writers, settle)
+   -> n, top_woken.  Waits on the poller (timeout in seconds, negative:
+   none) and, for each event, resumes the tasks waiting on its descriptor,
+   or marks the watcher when no reader waits.  top_woken says the top
+   level's wait was among them. */
+static int l_dispatch(lua_State *L) {
+  sched *S = getsched(L);
+  const struct epoll_event *ev;
+  int n, i, top = 0;
+  luaL_checktype(L, A_WATCHERS, LUA_TTABLE);
+  luaL_checktype(L, A_READERS, LUA_TTABLE);
+  luaL_checktype(L, A_WRITERS, LUA_TTABLE);
+  luaL_checktype(L, A_SETTLE, LUA_TFUNCTION);
+  n = rv_poller_poll(L, A_POLLER, luaL_optnumber(L, A_TIMEOUT, -1), &ev);
+  lua_settop(L, A_SETTLE);
+  for (i = 0; i < n; i++) {
+    int fd = ev[i].data.fd, flags = rv_poller_flags(ev[i].events), who;
+    if (flags & RV_HUP) mark(L, fd, 1);
+    if (flags & RV_READ) {
+      who = waiter(L, S, A_READERS, fd);
+      if (who == 0 && !(flags & RV_HUP)) mark(L, fd, 0);
+      top |= who == 2;
+    }
+    if (flags & RV_WRITE) top |= waiter(L, S, A_WRITERS, fd) == 2;
+  }
+  lua_pushinteger(L, n);
+  lua_pushboolean(L, top);
+  return 2;
+}
+
+/* core.scheduler() -> { resume, park, dispatch, WAIT }, sharing one
+   record of the running task. */
+static int l_scheduler(lua_State *L) {
+  sched *S;
+  int i;
+  lua_createtable(L, 0, 4);
+  S = (sched *)lua_newuserdatauv(L, sizeof *S, 0);
+  S->current = NULL;
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_resume, 1);
+  lua_setfield(L, -3, "resume");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_park, 1);
+  lua_setfield(L, -3, "park");
+  for (i = 0; i < NUV - 1; i++) lua_pushstring(L, fieldnames[i]);
+  lua_pushcclosure(L, l_dispatch, NUV);
+  lua_setfield(L, -2, "dispatch");
+  lua_pushlightuserdata(L, (void *)&WAIT);
+  lua_setfield(L, -2, "WAIT");
+  return 1;
+}
+
+const luaL_Reg rv_sched_funcs[] = {
+  { "scheduler", l_scheduler },
+  { NULL, NULL }
+};
