@@ -4,17 +4,17 @@
  */
 #include "reverb.h"
 
-/* The socket methods, each with the socket metatable as upvalue 1 (so
-   rv_check is a pointer comparison, not a registry lookup by name); the
-   data methods also get the receive scratch buffer as upvalue 2. */
+/* The socket methods, each with the socket tag as upvalue 1 (so rv_check
+   is a pointer comparison, not a registry lookup by name); the data
+   methods also get the receive scratch buffer as upvalue 2. */
 static void setmethods(lua_State *L) {
   luaL_getmetatable(L, RV_SOCKET);
   lua_newtable(L);
-  lua_pushvalue(L, -2);
+  rv_push_sockettag(L);
   luaL_setfuncs(L, rv_socket_methods, 1);
-  lua_pushvalue(L, -2);
+  rv_push_sockettag(L);
   luaL_setfuncs(L, rv_option_methods, 1);
-  lua_pushvalue(L, -2);
+  rv_push_sockettag(L);
   rv_io_init(L);
   luaL_setfuncs(L, rv_io_methods, 2);
   lua_setfield(L, -2, "__index");
@@ -33,7 +33,7 @@ int luaopen_reverb_core(lua_State *L) {
   luaL_setfuncs(L, rv_sched_funcs, 0);
   luaL_setfuncs(L, rv_signal_funcs, 0);
   luaL_setfuncs(L, rv_process_funcs, 0);
-  luaL_getmetatable(L, RV_SOCKET);
+  rv_push_sockettag(L);
   rv_io_init(L);
   luaL_setfuncs(L, rv_io_funcs, 2);
   rv_error_init(L);                    /* also sets core.errno */

@@ -172,7 +172,7 @@ const luaL_Reg rv_io_funcs[] = {
 };
 
 /* Pushes the scratch buffer that every function above takes as its
-   upvalue 2 (upvalue 1 is the socket metatable, for rv_check). */
+   upvalue 2 (upvalue 1 is the socket tag, for rv_check). */
 void rv_io_init(lua_State *L) {
   lua_newuserdatauv(L, SCRATCH, 0);
 }

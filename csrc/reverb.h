@@ -63,6 +63,7 @@ RV_HIDDEN int rv_getaddr(lua_State *L, rv_socket *s, int argidx,
 
 /* socket.c: the userdata. */
 RV_HIDDEN rv_socket *rv_check(lua_State *L, int idx, const char *op);
+RV_HIDDEN void rv_push_sockettag(lua_State *L);
 RV_HIDDEN rv_socket *rv_newsocket(lua_State *L, int family, int type);
 RV_HIDDEN void rv_socket_init(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_socket_funcs[];

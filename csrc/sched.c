@@ -180,10 +180,10 @@ static int l_dispatch(lua_State *L) {
   n = rv_poller_poll(L, A_POLLER, luaL_optnumber(L, A_TIMEOUT, -1), &ev);
   lua_settop(L, A_SETTLE);
   for (i = 0; i < n; i++) {
-    int fd = ev[i].data.fd, flags = rv_poller_flags(ev[i].events), who;
+    int fd = ev[i].data.fd, flags = rv_poller_flags(ev[i].events);
     if (flags & RV_HUP) mark(L, fd, 1);
     if (flags & RV_READ) {
-      who = waiter(L, S, A_READERS, fd);
+      int who = waiter(L, S, A_READERS, fd);
       if (who == 0 && !(flags & RV_HUP)) mark(L, fd, 0);
       top |= who == 2;
     }

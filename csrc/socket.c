@@ -33,11 +33,25 @@ rv_socket *rv_newsocket(lua_State *L, int family, int type) {
   return s;
 }
 
-/* The open socket at idx, for a method whose upvalue 1 is the socket
-   metatable: a wrong type is an argument error, a closed socket EBADF. */
+/* Pushes what rv_check compares a metatable with: the socket metatable's
+   address, as a light userdata.  The registry holds the metatable and Lua
+   never moves a table, so the address identifies it for good. */
+void rv_push_sockettag(lua_State *L) {
+  const void *mt;
+  luaL_getmetatable(L, RV_SOCKET);
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, (void *)mt);
+}
+
+/* The open socket at idx, for a method whose upvalue 1 is the socket tag
+   (rv_push_sockettag): a wrong type is an argument error, a closed socket
+   EBADF.  Comparing addresses is the cheapest sure check, and it runs on
+   every send and recv. */
 rv_socket *rv_check(lua_State *L, int idx, const char *op) {
   rv_socket *s = (rv_socket *)lua_touserdata(L, idx);
-  if (s == NULL || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+  if (s == NULL || !lua_getmetatable(L, idx) ||
+      lua_topointer(L, -1) != lua_touserdata(L, lua_upvalueindex(1)))
     luaL_typeerror(L, idx, RV_SOCKET);
   lua_pop(L, 1);
   if (s->fd < 0) rv_fail_msg(L, op, EBADF, "socket is closed");
