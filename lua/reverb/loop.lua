@@ -209,6 +209,11 @@ end
 --- Parks waiter `who` (from current()) until something calls wake(who).
 M.park = suspend
 
+-- wait()'s fast path, for the stream's read, the wait of every request:
+-- park_task(readers, fd) parks the running task as a reader of fd and
+-- returns what it is woken with, or returns nothing outside a task.
+M.park_task, M.readers = park, readers
+
 -- Drops the watcher of fd and wakes its waiters: they see "closed".
 local function forget(w, fd)
   w.fd = nil
@@ -370,7 +375,9 @@ end
 function M.after_fork()
   if poller then poller:close() end
   poller = nil
-  watchers, readers, writers = setmetatable({}, { __mode = "v" }), {}, {}
+  watchers = setmetatable({}, { __mode = "v" })
+  for fd in pairs(readers) do readers[fd] = nil end   -- kept: streams hold it
+  for fd in pairs(writers) do writers[fd] = nil end
   tasks, ntasks, timers = {}, 0, heap.new()
   runq, rargs, startargs, qhead, qtail = {}, {}, {}, 1, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil
