@@ -5,7 +5,7 @@
  * Three outcomes, never mixed: bytes (a count or a string), nil when a
  * non-blocking call would block, or a raised error object.  Every send
  * carries MSG_NOSIGNAL, so a closed peer is EPIPE and never SIGPIPE, without
- * touching the process's signal dispositions.  Receives up to 64 KiB land
+ * touching the process's signal dispositions.  Receives up to 256 KiB land
  * in a scratch buffer owned by this Lua state (an upvalue), so the hot
  * path allocates only the resulting string.
  */
@@ -15,7 +15,8 @@
 
 #include "reverb.h"
 
-#define SCRATCH 65536
+#define RECV_DEFAULT 65536          /* recv's max when not told */
+#define SCRATCH (256 * 1024)       /* receives up to this size need no allocation */
 
 /* Reads the optional (i, j) of send as string.sub does, returning the
    start and length of the slice. */
@@ -42,7 +43,7 @@ static const char *slice(lua_State *L, int idx, size_t *len) {
 }
 
 static size_t checkmax(lua_State *L, int idx) {
-  lua_Integer max = luaL_optinteger(L, idx, SCRATCH);
+  lua_Integer max = luaL_optinteger(L, idx, RECV_DEFAULT);
   luaL_argcheck(L, max >= 1, idx, "size must be positive");
   return max > RV_MAXIO ? RV_MAXIO : (size_t)max;
 }

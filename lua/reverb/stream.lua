@@ -21,7 +21,11 @@ local methods = core.methods
 local recv, send, newerror = methods.recv, methods.send, core.error
 local wait, park, readers, now = loop.wait, loop.park_task, loop.readers, core.now
 
-local RECV = 65536        -- what recv() reads at most when not told
+-- Each recv asks for up to 256 KiB (what reverb.core receives without an
+-- allocation). A read that fills it may leave more behind, and the next one
+-- has to ask the kernel; asking for more than a peer usually has queued
+-- keeps that extra recv (which says EAGAIN) rare even for bulk transfers.
+local RECV = 256 * 1024
 local MAX_LINE = 65536
 
 local Stream = {}
@@ -59,7 +63,7 @@ local function fill(self, op)
   local sock, ready = self.socket, self.rready
   while true do
     if ready then
-      local data = recv(sock)
+      local data = recv(sock, RECV)
       if data then
         local n = #data
         if n == 0 then
