@@ -59,9 +59,10 @@ static int l_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   int narg = lua_gettop(L) - 1, nres, status;
   luaL_argexpected(L, co != NULL, 1, "thread");
-  if (co != L && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+  if (co == L || (lua_status(co) == LUA_OK && lua_gettop(co) == 0)) {
     lua_pushboolean(L, 0);
-    lua_pushliteral(L, "cannot resume dead coroutine");
+    lua_pushstring(L, co == L ? "cannot resume non-suspended coroutine"
+                              : "cannot resume dead coroutine");
     return 2;
   }
   if (!lua_checkstack(co, narg)) luaL_error(L, "too many arguments to resume");

@@ -92,4 +92,30 @@ function TestMisuse.test_random_calls_never_crash()
     outcomes.ok .. " calls succeeded, " .. outcomes.raised .. " raised")
 end
 
+-- The loop's C half is reachable too (core.scheduler): wrong arguments,
+-- dead and running coroutines, tasks that park on anything.
+function TestMisuse.test_scheduler_misuse_never_crashes()
+  math.randomseed(20261125)
+  local sched = core.scheduler()
+  local p <close> = core.poller()
+  local function parker(...) return sched.park(...) end
+  for _ = 1, 5000 do
+    local r = math.random()
+    if r < 0.3 then
+      pcall(sched.resume, coroutine.create(parker), any(), any())
+    elseif r < 0.5 then
+      pcall(sched.resume, any(), any())
+    elseif r < 0.6 then
+      pcall(sched.resume, coroutine.running())
+    elseif r < 0.8 then
+      lu.assertEquals(select("#", sched.park(any(), any())), 0, "park outside a task")
+    else
+      -- never a wait: the real poller gets timeout 0
+      pcall(sched.dispatch, math.random() < 0.5 and p or any(), 0, any(), any(), any(), any())
+    end
+  end
+  local ok, msg = sched.resume(coroutine.running())
+  lu.assertEquals({ ok, msg }, { false, "cannot resume non-suspended coroutine" })
+end
+
 return { TestMisuse = TestMisuse }
