@@ -26,8 +26,9 @@ typedef struct poller {
   struct epoll_event events[MAXEVENTS];
 } poller;
 
-static poller *checkpoller(lua_State *L) {
-  poller *p = (poller *)luaL_checkudata(L, 1, RV_POLLER);
+/* The open poller at idx. */
+static poller *checkpoller(lua_State *L, int idx) {
+  poller *p = (poller *)luaL_checkudata(L, idx, RV_POLLER);
   if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed");
   return p;
 }
@@ -61,7 +62,7 @@ int rv_poller_flags(uint32_t e) {
 }
 
 static int ctl(lua_State *L, int op, const char *name) {
-  poller *p = checkpoller(L);
+  poller *p = checkpoller(L, 1);
   lua_Integer fd = luaL_checkinteger(L, 2);
   struct epoll_event ev;
   luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 2, "not a descriptor");
@@ -83,10 +84,9 @@ static int poller_del(lua_State *L) { return ctl(L, EPOLL_CTL_DEL, "epoll_del");
    dispatch, which reads the events in place. */
 int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
                    const struct epoll_event **events) {
-  poller *p = (poller *)luaL_checkudata(L, idx, RV_POLLER);
+  poller *p = checkpoller(L, idx);
   int ms = timeout < 0 ? -1 : timeout > 86400 ? 86400000 : (int)ceil(timeout * 1000);
   int n;
-  if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed");
   n = epoll_wait(p->fd, p->events, MAXEVENTS, ms);
   if (n < 0) {
     if (errno != EINTR) return rv_fail(L, "epoll_wait", errno, NULL);
@@ -123,7 +123,7 @@ static int poller_close(lua_State *L) {
 }
 
 static int poller_fileno(lua_State *L) {
-  lua_pushinteger(L, checkpoller(L)->fd);
+  lua_pushinteger(L, checkpoller(L, 1)->fd);
   return 1;
 }
 
