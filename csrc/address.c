@@ -71,7 +71,7 @@ static int unixaddr(lua_State *L, const char *op, const char *path, rv_addr *out
   size_t n = strlen(path);
   memset(out, 0, sizeof *out);
   if (n >= sizeof sun->sun_path)
-    return rv_fail_msg(L, op, ENAMETOOLONG, "unix socket path too long");
+    return rv_fail_msg(L, op, ENAMETOOLONG, "unix socket path too long", NULL);
   sun->sun_family = AF_UNIX;
   memcpy(sun->sun_path, path, n);
   out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);

@@ -70,9 +70,10 @@ static void newerror(lua_State *L, const char *op, const char *code, int err,
   luaL_setmetatable(L, RV_ERROR);
 }
 
-int rv_fail_msg(lua_State *L, const char *op, int err, const char *message) {
+int rv_fail_msg(lua_State *L, const char *op, int err, const char *message,
+                const char *address) {
   const char *name = rv_errname(err);
-  newerror(L, op, name ? name : "EUNKNOWN", err, message, NULL);
+  newerror(L, op, name ? name : "EUNKNOWN", err, message, address);
   return lua_error(L);
 }
 

@@ -29,7 +29,7 @@ typedef struct poller {
 /* The open poller at idx. */
 static poller *checkpoller(lua_State *L, int idx) {
   poller *p = (poller *)luaL_checkudata(L, idx, RV_POLLER);
-  if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed");
+  if (p->fd < 0) rv_fail_msg(L, "poller", EBADF, "poller is closed", NULL);
   return p;
 }
 

@@ -48,7 +48,7 @@ RV_HIDDEN void rv_pusherror(lua_State *L, const char *op, int err,
 RV_HIDDEN int rv_fail_gai(lua_State *L, const char *op, int gaierr,
                           const char *address);
 RV_HIDDEN int rv_fail_msg(lua_State *L, const char *op, int err,
-                          const char *message);
+                          const char *message, const char *address);
 RV_HIDDEN void rv_error_init(lua_State *L);
 RV_HIDDEN const char *rv_errname(int err);
 extern RV_HIDDEN const luaL_Reg rv_error_funcs[];
@@ -86,6 +86,16 @@ RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
                              const struct epoll_event **events);
 extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
 extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
+
+/* sched.c and stream.c: the scheduler's record of the running task, and
+   the marker a task yields to park (its address is the marker). */
+typedef struct rv_sched {
+  lua_State *current;   /* the task being resumed; NULL at top level */
+} rv_sched;
+extern RV_HIDDEN const char rv_sched_wait;
+RV_HIDDEN void rv_stream_meta(lua_State *L);
+RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int mt, int hup);
+RV_HIDDEN int rv_stream_api(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
 RV_HIDDEN void rv_signal_afterfork(void);
 extern RV_HIDDEN const luaL_Reg rv_process_funcs[];

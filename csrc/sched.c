@@ -18,23 +18,24 @@
  * The loop keeps who waits in two tables indexed by descriptor, readers
  * and writers (fd -> the task, or a non-thread value for the top level,
  * which runs the loop itself until woken), and the watchers themselves in
- * a third (fd -> the table that owns the descriptor).  A watcher's
- * `rready` says data came while nobody waited to read, `hup` that the
- * peer hung up or the socket failed.
+ * a third (fd -> the table that owns the descriptor).  When data comes
+ * with no reader waiting, dispatch marks a stream watcher's state as
+ * readable (and hung up, when the peer hung up or the socket failed), so
+ * its next read receives at once (csrc/stream.c parks on readers too).
  */
 #include <sys/epoll.h>
 
 #include "reverb.h"
 
-typedef struct sched {
-  lua_State *current;   /* the task being resumed; NULL at top level */
-} sched;
+typedef rv_sched sched;
 
-static const char WAIT = 0;   /* its address is the marker */
+const char rv_sched_wait = 0;   /* its address is the marker */
+#define WAIT rv_sched_wait
 
-/* The upvalues of dispatch: the sched, then the watcher field names. */
-enum { UV_SCHED = 1, UV_RREADY, UV_HUP, NUV = UV_HUP };
-static const char *const fieldnames[] = { "rready", "hup" };
+/* The upvalues of dispatch (and of streams): the sched, then the
+   metatable of stream states (csrc/stream.c), which marks a watcher as a
+   stream. */
+enum { UV_SCHED = 1, UV_STREAMMT };
 
 /* Indices in dispatch's frame. */
 enum { A_POLLER = 1, A_TIMEOUT, A_WATCHERS, A_READERS, A_WRITERS, A_SETTLE, A_WAITER };
@@ -149,19 +150,11 @@ static int waiter(lua_State *L, sched *S, int q, int fd) {
   return who;
 }
 
-/* Keeps on the watcher of fd what nobody was there to take: data came
-   (rready), and with hup, the peer hung up (a later read sees the end). */
+/* Keeps on the stream watching fd what nobody was there to take: data
+   came, and with hup, the peer hung up (a later read sees the end). */
 static void mark(lua_State *L, int fd, int hup) {
-  if (lua_rawgeti(L, A_WATCHERS, fd) == LUA_TTABLE) {
-    lua_pushvalue(L, lua_upvalueindex(UV_RREADY));
-    lua_pushboolean(L, 1);
-    lua_rawset(L, -3);
-    if (hup) {
-      lua_pushvalue(L, lua_upvalueindex(UV_HUP));
-      lua_pushboolean(L, 1);
-      lua_rawset(L, -3);
-    }
-  }
+  if (lua_rawgeti(L, A_WATCHERS, fd) == LUA_TTABLE)
+    rv_stream_mark(L, -1, lua_upvalueindex(UV_STREAMMT), hup);
   lua_settop(L, A_SETTLE);
 }
 
@@ -195,12 +188,12 @@ static int l_dispatch(lua_State *L) {
   return 2;
 }
 
-/* core.scheduler() -> { resume, park, dispatch, WAIT }, sharing one
-   record of the running task. */
+/* core.scheduler() -> { resume, park, dispatch, streams, WAIT }, sharing
+   one record of the running task.  streams(...) makes the C half of
+   reverb.stream for this scheduler (csrc/stream.c). */
 static int l_scheduler(lua_State *L) {
   sched *S;
-  int i;
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   S = (sched *)lua_newuserdatauv(L, sizeof *S, 0);
   S->current = NULL;
   lua_pushvalue(L, -1);
@@ -209,9 +202,13 @@ static int l_scheduler(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_park, 1);
   lua_setfield(L, -3, "park");
-  for (i = 0; i < NUV - 1; i++) lua_pushstring(L, fieldnames[i]);
-  lua_pushcclosure(L, l_dispatch, NUV);
-  lua_setfield(L, -2, "dispatch");
+  rv_stream_meta(L);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_dispatch, 2);
+  lua_setfield(L, -4, "dispatch");
+  lua_pushcclosure(L, rv_stream_api, 2);
+  lua_setfield(L, -2, "streams");
   lua_pushlightuserdata(L, (void *)&WAIT);
   lua_setfield(L, -2, "WAIT");
   return 1;

@@ -54,7 +54,7 @@ rv_socket *rv_check(lua_State *L, int idx, const char *op) {
       lua_topointer(L, -1) != lua_touserdata(L, lua_upvalueindex(1)))
     luaL_typeerror(L, idx, RV_SOCKET);
   lua_pop(L, 1);
-  if (s->fd < 0) rv_fail_msg(L, op, EBADF, "socket is closed");
+  if (s->fd < 0) rv_fail_msg(L, op, EBADF, "socket is closed", NULL);
   return s;
 }
 

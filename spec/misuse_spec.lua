@@ -14,7 +14,7 @@ local VALUES = {
   nil, true, false, 0, -1, 1, 65536, math.maxinteger, math.mininteger, 1e308, -1e308, 0 / 0,
   "", "x", "127.0.0.1", "::1", "*", "/tmp/reverb-misuse-nowhere", string.rep("h", 300),
   "inet", "inet6", "stream", "dgram", "read", "write", "both", "edge", "nodelay",
-  "linger", "error", "rcvbuf", {}, { on = true, timeout = -5 }, print, coroutine.create(print),
+  "linger", "error", "rcvbuf", {}, { on = true, timeout = -5 }, print, coroutine.create(type),
 }
 
 local function any()

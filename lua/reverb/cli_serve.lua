@@ -26,7 +26,7 @@ end
 
 -- The echo handler: each chunk back as it arrives, binary-safe.
 local stream = require "reverb.stream"
-local read_some, write = stream.Stream.read_some, stream.write_string
+local read_some, write = stream.Stream.read_some, stream.Stream.write
 local function echo(conn)
   while true do
     local data = read_some(conn)

@@ -41,7 +41,6 @@ local function connect(host, port, opts)
   if not ok then fail(sock, done) end
   local conn = stream.new(sock, peer, opts)
   if not done then
-    conn.wready = false
     local t = opts.timeout
     local r = loop.wait(conn, "write", t and core.now() + t)
     if r ~= true then
@@ -54,7 +53,6 @@ local function connect(host, port, opts)
       conn:close()
       error(err)
     end
-    conn.wready = true
   end
   if opts.nodelay then sock:setoption("nodelay", true) end
   return conn

@@ -16,11 +16,11 @@
 -- missed. So the usual event is "readable", and the usual turn is: find
 -- the reader parked on that descriptor, resume it.
 --
--- Readiness a waiter has not consumed is kept on the watcher: the
--- dispatcher sets `w.rready` when data comes with no reader waiting (and
--- `w.hup` on a hang-up); streams clear it when a short read shows the
--- socket drained, and keep `w.wready` themselves, so a call that can
--- complete at once never touches epoll.
+-- Readiness a waiter has not consumed is kept on the stream: when data
+-- comes with no reader waiting the dispatcher marks the stream's state
+-- readable (and hung up, on a hang-up); the stream clears it when a short
+-- read shows the socket drained, so a call that can complete at once
+-- never touches epoll.
 --
 -- The steps every request takes (resume a task, park it, hand it its
 -- epoll event) are in C, csrc/sched.c; what to run when, timers, the run
@@ -209,10 +209,12 @@ end
 --- Parks waiter `who` (from current()) until something calls wake(who).
 M.park = suspend
 
--- wait()'s fast path, for the stream's read, the wait of every request:
--- park_task(readers, fd) parks the running task as a reader of fd and
--- returns what it is woken with, or returns nothing outside a task.
-M.park_task, M.readers = park, readers
+--- The C half of reverb.stream (csrc/stream.c) bound to this loop: its
+-- reads park on `readers` as wait() does, and wait with a deadline or at
+-- top level through wait() itself.
+function M.streams(slow_write)
+  return sched.streams(readers, M.wait, slow_write)
+end
 
 -- Drops the watcher of fd and wakes its waiters: they see "closed".
 local function forget(w, fd)

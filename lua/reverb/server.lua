@@ -61,7 +61,7 @@ local function start_client(srv, c, host, port)
     peer = srv.unix
   end
   local conn = stream.new(c, peer, srv.opts)
-  conn.timeout = srv.idle_timeout or false
+  conn:settimeout(srv.idle_timeout)
   srv._clients[conn] = true
   loop.spawn(client_main, srv, conn)
 end

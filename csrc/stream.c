@@ -1,0 +1,567 @@
+/*
+ * stream.c -- the hot half of reverb.stream: its reads, its writes and its
+ * waits, in C.  lua/reverb/stream.lua keeps the object itself (a table,
+ * so scripts can hang their own fields on a connection), the write lock
+ * queue and close.
+ *
+ * Why C: an echoed request used to cost some 75 Lua instructions and a
+ * dozen table lookups in the stream alone (buffer, position, readiness,
+ * counters, each a field of the stream table).  Here that state is one
+ * struct, reached from the table's array slot 1, and a read or a write is
+ * one call that either completes or parks the task and resumes in a
+ * continuation (lua_yieldk / lua_callk), so Lua sees an ordinary blocking
+ * call.
+ *
+ * The read buffer holds what was received and not yet read, buf[head,
+ * tail).  Every recv lands in a scratch buffer first; read_some with
+ * nothing buffered (the echo path) returns straight from it, the other
+ * reads append it to the buffer and answer from there.  A delimiter search
+ * remembers how far it looked (`scanned`), so a long line arriving in
+ * small pieces is searched once, not once per piece.
+ *
+ * Readiness: `rready` says a recv may find data (set by a wake, or by the
+ * loop's dispatch when data came while nobody waited; cleared by a short
+ * read, which shows the socket drained), `hup` that the peer hung up (then
+ * reads go on until the end of stream), `wready` that the last send went
+ * through whole.  A call that can complete never touches epoll.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "reverb.h"
+
+#define SCRATCH (256 * 1024)     /* the most one recv asks for */
+#define KEEP (64 * 1024)         /* an emptied buffer larger than this is freed */
+#define MAX_LINE 65536           /* read_line's default limit */
+
+typedef struct rv_stream {
+  rv_socket *sock;           /* kept alive as the user value; fd -1 once closed */
+  char *buf;                 /* received, not read yet: buf[head, tail) */
+  size_t head, tail, cap;
+  size_t scanned;            /* bytes from head already searched for a delimiter */
+  size_t max_line;
+  double timeout;            /* seconds per wait; negative: none */
+  lua_Integer bytes_in, bytes_out;
+  unsigned char rready, hup, eof, wready, wlock;
+} rv_stream;
+
+/* The upvalues of every function below (see rv_stream_api). */
+enum { UV_SCHED = 1, UV_MT, UV_READERS, UV_WAIT, UV_SLOW, UV_SCRATCH,
+       UV_IN, UV_OUT, NUV = UV_OUT };
+
+/* A read's stack: self, its argument, the state userdata; in a
+   continuation, the wake value above them. */
+enum { I_SELF = 1, I_ARG, I_STATE };
+
+enum { OP_SOME, OP_LINE, OP_UNTIL, OP_EXACT, OP_ALL };
+static const char *const opnames[] = { "read", "read_line", "read_until", "read", "read_all" };
+
+/* Raises an error object for op, with the stream's peer as its address. */
+static int fail(lua_State *L, const char *op, int err, const char *message) {
+  lua_getfield(L, I_SELF, "peer");
+  return rv_fail_msg(L, op, err, message, lua_tostring(L, -1));
+}
+
+/* A bad argument i of the method fname: numbered as the method call
+   counts (self not counted), and named, since these methods are usually
+   called through pcall or a local, where Lua cannot find their names. */
+static int argerror(lua_State *L, int i, const char *fname, const char *msg) {
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", i - 1, fname, msg);
+}
+
+/* The state of the stream at index 1, pushed; an argument error for
+   anything else. */
+static rv_stream *checkstream(lua_State *L) {
+  rv_stream *s = NULL;
+  if (lua_type(L, I_SELF) == LUA_TTABLE && lua_rawgeti(L, I_SELF, 1) == LUA_TUSERDATA &&
+      lua_getmetatable(L, -1)) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(UV_MT))) s = (rv_stream *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+  }
+  if (s == NULL) luaL_typeerror(L, I_SELF, "reverb.stream");
+  return s;
+}
+
+/* Mirrors a byte counter in the stream table, where scripts read it. */
+static void setcount(lua_State *L, int key, lua_Integer value) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_pushinteger(L, value);
+  lua_rawset(L, I_SELF);
+}
+
+/* ---- the read buffer ---- */
+
+static size_t buffered(const rv_stream *s) { return s->tail - s->head; }
+
+/* Makes room for n more bytes after tail.  The unread bytes move to the
+   front only when at least as many dead ones precede them, so the moves
+   cost O(1) per byte however the reads and receives interleave. */
+static void reserve(lua_State *L, rv_stream *s, size_t n) {
+  size_t live = buffered(s), cap;
+  char *p;
+  if (s->cap - s->tail >= n) return;
+  if (live + n <= s->cap && s->head >= live) {
+    memmove(s->buf, s->buf + s->head, live);
+    s->head = 0;
+    s->tail = live;
+    return;
+  }
+  cap = s->cap ? s->cap : 4096;
+  while (cap < 2 * (live + n)) cap *= 2;
+  p = (char *)malloc(cap);
+  if (p == NULL) luaL_error(L, "reverb: out of memory for a stream buffer");
+  if (live) memcpy(p, s->buf + s->head, live);
+  free(s->buf);
+  s->buf = p;
+  s->cap = cap;
+  s->head = 0;
+  s->tail = live;
+}
+
+static void append(lua_State *L, rv_stream *s, const char *data, size_t n) {
+  reserve(L, s, n);
+  memcpy(s->buf + s->tail, data, n);
+  s->tail += n;
+}
+
+/* Drops n bytes from the front; an emptied large buffer is given back. */
+static void consume(rv_stream *s, size_t n) {
+  s->head += n;
+  s->scanned = 0;
+  if (s->head < s->tail) return;
+  s->head = s->tail = 0;
+  if (s->cap > KEEP) {
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+  }
+}
+
+/* Pushes n buffered bytes (from the front) and consumes them. */
+static void take(lua_State *L, rv_stream *s, size_t n) {
+  lua_pushlstring(L, s->buf + s->head, n);
+  consume(s, n);
+}
+
+/* ---- answering a read from what is buffered ---- */
+
+/* Where the delimiter d (dlen bytes) starts in the buffer, searching from
+   where the last search stopped; -1 when it is not there yet. */
+static ptrdiff_t search(rv_stream *s, const char *d, size_t dlen) {
+  const char *base = s->buf + s->head, *hit;
+  size_t have = buffered(s), from = s->scanned;
+  if (have < dlen) return -1;
+  hit = dlen == 1 ? memchr(base + from, d[0], have - from)
+                  : memmem(base + from, have - from, d, dlen);
+  if (hit) return hit - base;
+  /* The next search starts where a delimiter could still begin. */
+  s->scanned = have - (dlen - 1);
+  return -1;
+}
+
+static void toolong(lua_State *L, rv_stream *s) {
+  lua_pushfstring(L, "line longer than %I bytes", (lua_Integer)s->max_line);
+  fail(L, "read_line", EMSGSIZE, lua_tostring(L, -1));
+}
+
+/* A line of n buffered bytes, its "\n" (if any, one byte) and a "\r"
+   before it dropped. */
+static int line(lua_State *L, rv_stream *s, size_t n, size_t eol) {
+  const char *p = s->buf + s->head;
+  lua_pushlstring(L, p, n > 0 && p[n - 1] == '\r' ? n - 1 : n);
+  consume(s, n + eol);
+  return 1;
+}
+
+/* Pushes op's results from the buffer and returns their number, or -1
+   when it needs more bytes than are buffered (and the stream goes on). */
+static int answer(lua_State *L, rv_stream *s, int op) {
+  size_t have = buffered(s);
+  ptrdiff_t at;
+  switch (op) {
+  case OP_SOME: {
+    size_t max = (size_t)lua_tointeger(L, I_ARG);   /* 0: no limit */
+    if (have == 0) break;
+    take(L, s, max && max < have ? max : have);
+    return 1;
+  }
+  case OP_LINE:
+    at = search(s, "\n", 1);
+    if (at >= 0 ? (size_t)at > s->max_line : have > s->max_line) toolong(L, s);
+    if (at >= 0) return line(L, s, (size_t)at, 1);
+    if (s->eof && have > 0) return line(L, s, have, 0);
+    break;
+  case OP_UNTIL: {
+    size_t dlen;
+    const char *d = lua_tolstring(L, I_ARG, &dlen);
+    at = search(s, d, dlen);
+    if (at < 0) break;
+    take(L, s, (size_t)at);
+    consume(s, dlen);
+    return 1;
+  }
+  case OP_EXACT: {
+    size_t n = (size_t)lua_tointeger(L, I_ARG);
+    if (have < n) break;
+    take(L, s, n);
+    return 1;
+  }
+  default:   /* OP_ALL: it all, at the end */
+    if (!s->eof) return -1;
+    take(L, s, have);
+    return 1;
+  }
+  if (!s->eof) return -1;
+  /* The end of the stream, before what op wanted. */
+  lua_pushnil(L);
+  if (op == OP_SOME || op == OP_LINE) return 1;
+  take(L, s, have);   /* nil, the partial rest */
+  return 2;
+}
+
+/* ---- receiving and waiting ---- */
+
+/* One recv into the scratch buffer: the byte count (0 at the end of the
+   stream; the stream then knows), or -1 when the socket is drained. */
+static ssize_t receive(lua_State *L, rv_stream *s, char *scratch) {
+  ssize_t n;
+  do n = recv(s->sock->fd, scratch, SCRATCH, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) rv_fail(L, "recv", errno, NULL);
+    s->rready = 0;
+    return -1;
+  }
+  if (n == 0) {
+    s->eof = 1;
+    return 0;
+  }
+  /* A short read drained the socket: the next one waits for epoll first
+     rather than pay a recv that says EAGAIN.  After a hang-up, reads go
+     on until they see the end. */
+  s->rready = n == SCRATCH || s->hup;
+  s->bytes_in += n;
+  setcount(L, UV_IN, s->bytes_in);
+  return n;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Waits until the socket is ready for reading or writing; k then runs
+   with the wake value on top (true: ready, false: timed out, "closed").
+   A task reading without a deadline parks itself on the loop's readers
+   table and yields, the path of every request; anything else (a
+   deadline, a write, the top level) goes through loop.wait. */
+static int await(lua_State *L, rv_stream *s, int write, lua_KContext ctx, lua_KFunction k) {
+  const rv_sched *S = (const rv_sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
+  int fd = s->sock->fd;
+  if (!write && s->timeout < 0 && L == S->current) {
+    if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushthread(L);
+      lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
+      lua_pushlightuserdata(L, (void *)&rv_sched_wait);
+      return lua_yieldk(L, 1, ctx, k);
+    }
+    lua_pop(L, 1);   /* someone waits already: loop.wait says who is wrong */
+  }
+  lua_pushvalue(L, lua_upvalueindex(UV_WAIT));
+  lua_pushvalue(L, I_SELF);
+  lua_pushstring(L, write ? "write" : "read");
+  if (s->timeout >= 0) lua_pushnumber(L, now() + s->timeout);
+  else lua_pushnil(L);
+  lua_callk(L, 3, 1, ctx, k);
+  return k(L, LUA_OK, ctx);
+}
+
+/* Takes the wake value off the top: ready, or raise what went wrong. */
+static void woken(lua_State *L, rv_stream *s, int write, const char *op) {
+  int ready = lua_toboolean(L, -1), timedout = lua_type(L, -1) == LUA_TBOOLEAN;
+  lua_pop(L, 1);
+  if (ready) {
+    if (write) s->wready = 1;
+    else s->rready = 1;   /* woken by the loop: the socket is readable */
+    return;
+  }
+  if (timedout) fail(L, op, ETIMEDOUT, "timed out");
+  fail(L, op, EBADF, "socket is closed");
+}
+
+/* ---- reads ---- */
+
+static int readk(lua_State *L, int status, lua_KContext op);
+
+/* The body of every read: answer from the buffer, else receive, else
+   wait, until op has its answer. */
+static int reading(lua_State *L, int op) {
+  rv_stream *s = (rv_stream *)lua_touserdata(L, I_STATE);
+  char *scratch = (char *)lua_touserdata(L, lua_upvalueindex(UV_SCRATCH));
+  for (;;) {
+    int n = answer(L, s, op);
+    ssize_t got;
+    if (n >= 0) return n;
+    if (s->sock->fd < 0) return fail(L, opnames[op], EBADF, "socket is closed");
+    if (!s->rready) return await(L, s, 0, op, readk);
+    got = receive(L, s, scratch);
+    if (got <= 0) continue;   /* at the end, or drained */
+    if (op == OP_SOME) {      /* nothing was buffered: straight from scratch */
+      size_t max = (size_t)lua_tointeger(L, I_ARG), give = (size_t)got;
+      if (max && max < give) give = max;
+      lua_pushlstring(L, scratch, give);
+      if (give < (size_t)got) append(L, s, scratch + give, (size_t)got - give);
+      return 1;
+    }
+    append(L, s, scratch, (size_t)got);
+  }
+}
+
+static int readk(lua_State *L, int status, lua_KContext op) {
+  (void)status;
+  woken(L, (rv_stream *)lua_touserdata(L, I_STATE), 0, opnames[op]);
+  return reading(L, (int)op);
+}
+
+static int startread(lua_State *L, int op) {
+  lua_settop(L, I_ARG);
+  checkstream(L);
+  return reading(L, op);
+}
+
+/* read_some([max]) -> at least one byte, at most max; nil at the end. */
+static int s_read_some(lua_State *L) {
+  if (!lua_isnoneornil(L, I_ARG))
+    if (!lua_isinteger(L, I_ARG) || lua_tointeger(L, I_ARG) < 1)
+      argerror(L, I_ARG, "read_some", "positive integer expected");
+  return startread(L, OP_SOME);
+}
+
+/* read_line() -> a line without "\n" (and without a "\r" before it);
+   nil at the end.  A line longer than max_line raises EMSGSIZE and
+   stays buffered. */
+static int s_read_line(lua_State *L) { return startread(L, OP_LINE); }
+
+/* read_until(delim) -> the bytes before delim (consumed); nil, partial
+   at the end. */
+static int s_read_until(lua_State *L) {
+  if (lua_type(L, I_ARG) != LUA_TSTRING || lua_rawlen(L, I_ARG) == 0)
+    argerror(L, I_ARG, "read_until", "non-empty string expected");
+  return startread(L, OP_UNTIL);
+}
+
+/* read(n) -> exactly n bytes; nil, partial at the end. */
+static int s_read(lua_State *L) {
+  if (!lua_isinteger(L, I_ARG) || lua_tointeger(L, I_ARG) < 0)
+    argerror(L, I_ARG, "read", "non-negative integer expected");
+  return startread(L, OP_EXACT);
+}
+
+/* read_all() -> everything until the end ("" when nothing came). */
+static int s_read_all(lua_State *L) { return startread(L, OP_ALL); }
+
+/* ---- writes ---- */
+
+/* One send of data[0, len): bytes taken, or 0 when the kernel has no room. */
+static size_t transmit(lua_State *L, rv_stream *s, const char *data, size_t len) {
+  ssize_t n;
+  do n = send(s->sock->fd, data, len, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) rv_fail(L, "send", errno, NULL);
+    n = 0;
+  }
+  s->wready = (size_t)n == len;   /* a short send means the kernel buffer is full */
+  return (size_t)n;
+}
+
+static int writek(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 1;   /* what the slow path returned: the stream */
+}
+
+/* write(...) -> the stream, once every argument (strings or numbers) is
+   sent.  The kernel usually takes it all at once; when it does not, or
+   another writer holds the stream, the Lua slow path waits its turn and
+   for room. */
+static int s_write(lua_State *L) {
+  int n = lua_gettop(L) - 1, i;
+  rv_stream *s = checkstream(L);
+  size_t len, sent = 0;
+  const char *data;
+  lua_pop(L, 1);
+  if (n != 1 || lua_type(L, 2) != LUA_TSTRING) {
+    for (i = 2; i <= n + 1; i++) {
+      int t = lua_type(L, i);
+      if (t != LUA_TSTRING && t != LUA_TNUMBER)
+        argerror(L, i, "write", lua_pushfstring(L, "string expected, got %s", luaL_typename(L, i)));
+    }
+    lua_concat(L, n);
+  }
+  data = lua_tolstring(L, 2, &len);
+  s->bytes_out += (lua_Integer)len;
+  setcount(L, UV_OUT, s->bytes_out);
+  if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
+  if (!s->wlock && s->wready) {
+    sent = len ? transmit(L, s, data, len) : 0;
+    if (sent == len) {
+      lua_settop(L, I_SELF);
+      return 1;
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(UV_SLOW));
+  lua_insert(L, 1);
+  lua_pushinteger(L, (lua_Integer)sent + 1);
+  lua_callk(L, 3, 1, 0, writek);   /* slow_write(self, data, i) */
+  return 1;
+}
+
+/* send(self, data, i) -> bytes of data[i..] the kernel took, or nil when
+   it has no room: the slow path's step. */
+static int s_send(lua_State *L) {
+  rv_stream *s = checkstream(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  lua_Integer i = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, i >= 1, 3, "index must be positive");
+  if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
+  if ((size_t)i > len) {
+    lua_pushinteger(L, 0);
+  } else if (!s->wready) {
+    luaL_pushfail(L);
+  } else {
+    size_t sent = transmit(L, s, data + i - 1, len - (size_t)i + 1);
+    if (sent) lua_pushinteger(L, (lua_Integer)sent);
+    else luaL_pushfail(L);
+  }
+  return 1;
+}
+
+static int waitk(lua_State *L, int status, lua_KContext write) {
+  (void)status;
+  woken(L, (rv_stream *)lua_touserdata(L, 3), (int)write, write ? "write" : "read");
+  return 0;
+}
+
+/* wait(self, "read" | "write"): until the socket is ready that way;
+   raises ETIMEDOUT or EBADF as the reads and writes do. */
+static int s_wait(lua_State *L) {
+  static const char *const dirs[] = { "read", "write", NULL };
+  int write = luaL_checkoption(L, 2, NULL, dirs);
+  rv_stream *s;
+  lua_settop(L, 2);
+  s = checkstream(L);
+  if (s->sock->fd < 0) return fail(L, dirs[write], EBADF, "socket is closed");
+  return await(L, s, write, write, waitk);
+}
+
+/* lock(self, held) -> whether the write lock was held before. */
+static int s_lock(lua_State *L) {
+  rv_stream *s = checkstream(L);
+  lua_pushboolean(L, s->wlock);
+  s->wlock = (unsigned char)lua_toboolean(L, 2);
+  return 1;
+}
+
+/* settimeout(self, seconds | nil) -> self: every later wait raises
+   ETIMEDOUT after this long. */
+static int s_settimeout(lua_State *L) {
+  rv_stream *s = checkstream(L);
+  int t = lua_type(L, 2);
+  if (t > LUA_TNIL && (t != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
+    argerror(L, 2, "settimeout", "non-negative number or nil expected");
+  s->timeout = t == LUA_TNUMBER ? lua_tonumber(L, 2) : -1;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* new(socket [, max_line [, timeout]]) -> the state of a new stream,
+   which stream.lua keeps at index 1 of the stream table. */
+static int s_new(lua_State *L) {
+  rv_socket *sock = (rv_socket *)luaL_checkudata(L, 1, RV_SOCKET);
+  lua_Integer max_line = luaL_optinteger(L, 2, MAX_LINE);
+  lua_Number timeout = luaL_optnumber(L, 3, -1);
+  rv_stream *s;
+  luaL_argcheck(L, max_line >= 1, 2, "must be positive");
+  s = (rv_stream *)lua_newuserdatauv(L, sizeof *s, 1);
+  memset(s, 0, sizeof *s);
+  s->sock = sock;
+  s->max_line = (size_t)max_line;
+  s->timeout = timeout;
+  s->rready = s->wready = 1;   /* try first: a recv or send says if not */
+  lua_pushvalue(L, lua_upvalueindex(UV_MT));
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int s_gc(lua_State *L) {
+  rv_stream *s = (rv_stream *)lua_touserdata(L, 1);
+  free(s->buf);
+  s->buf = NULL;
+  s->cap = s->head = s->tail = 0;
+  return 0;
+}
+
+void rv_stream_meta(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, s_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "reverb.stream.state");
+  lua_setfield(L, -2, "__name");
+}
+
+void rv_stream_mark(lua_State *L, int idx, int mt, int hup) {
+  rv_stream *s = NULL;
+  if (lua_rawgeti(L, idx, 1) == LUA_TUSERDATA && lua_getmetatable(L, -1)) {
+    if (lua_rawequal(L, -1, mt)) s = (rv_stream *)lua_touserdata(L, -2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (s == NULL) return;
+  s->rready = 1;
+  if (hup) s->hup = 1;
+}
+
+static const luaL_Reg funcs[] = {
+  { "new", s_new },
+  { "read_some", s_read_some },
+  { "read_line", s_read_line },
+  { "read_until", s_read_until },
+  { "read", s_read },
+  { "read_all", s_read_all },
+  { "write", s_write },
+  { "send", s_send },
+  { "wait", s_wait },
+  { "lock", s_lock },
+  { "settimeout", s_settimeout },
+  { NULL, NULL }
+};
+
+/* streams(readers, wait, slow_write) -> the functions above, bound to
+   this loop: its scheduler and state metatable (this closure's
+   upvalues), its readers table and wait, and stream.lua's slow write. */
+int rv_stream_api(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_newtable(L);
+  lua_pushvalue(L, lua_upvalueindex(1));   /* UV_SCHED */
+  lua_pushvalue(L, lua_upvalueindex(2));   /* UV_MT */
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_newuserdatauv(L, SCRATCH, 0);
+  lua_pushliteral(L, "bytes_in");
+  lua_pushliteral(L, "bytes_out");
+  luaL_setfuncs(L, funcs, NUV);
+  return 1;
+}
