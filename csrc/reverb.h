@@ -94,7 +94,7 @@ typedef struct rv_sched {
 } rv_sched;
 extern RV_HIDDEN const char rv_sched_wait;
 RV_HIDDEN void rv_stream_meta(lua_State *L);
-RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int mt, int hup);
+RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int hup);
 RV_HIDDEN int rv_stream_api(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
 RV_HIDDEN void rv_signal_afterfork(void);

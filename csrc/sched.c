@@ -32,10 +32,8 @@ typedef rv_sched sched;
 const char rv_sched_wait = 0;   /* its address is the marker */
 #define WAIT rv_sched_wait
 
-/* The upvalues of dispatch (and of streams): the sched, then the
-   metatable of stream states (csrc/stream.c), which marks a watcher as a
-   stream. */
-enum { UV_SCHED = 1, UV_STREAMMT };
+/* The upvalue of the functions here (and the first of streams'). */
+enum { UV_SCHED = 1 };
 
 /* Indices in dispatch's frame. */
 enum { A_POLLER = 1, A_TIMEOUT, A_WATCHERS, A_READERS, A_WRITERS, A_SETTLE, A_WAITER };
@@ -154,7 +152,7 @@ static int waiter(lua_State *L, sched *S, int q, int fd) {
    came, and with hup, the peer hung up (a later read sees the end). */
 static void mark(lua_State *L, int fd, int hup) {
   if (lua_rawgeti(L, A_WATCHERS, fd) == LUA_TTABLE)
-    rv_stream_mark(L, -1, lua_upvalueindex(UV_STREAMMT), hup);
+    rv_stream_mark(L, -1, hup);
   lua_settop(L, A_SETTLE);
 }
 
@@ -202,11 +200,10 @@ static int l_scheduler(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_park, 1);
   lua_setfield(L, -3, "park");
-  rv_stream_meta(L);
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_dispatch, 2);
-  lua_setfield(L, -4, "dispatch");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_dispatch, 1);
+  lua_setfield(L, -3, "dispatch");
+  rv_stream_meta(L);   /* streams' second upvalue: the states' metatable */
   lua_pushcclosure(L, rv_stream_api, 2);
   lua_setfield(L, -2, "streams");
   lua_pushlightuserdata(L, (void *)&WAIT);

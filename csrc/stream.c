@@ -38,7 +38,10 @@
 #define MAX_LINE 65536           /* read_line's default limit */
 
 typedef struct rv_stream {
+  const char *tag;           /* &streamtag: marks a stream state (see tostate) */
   rv_socket *sock;           /* kept alive as the user value; fd -1 once closed */
+  const rv_sched *sched;     /* the loop's, and its scratch buffer: both held */
+  char *scratch;             /* by the upvalues of the functions below */
   char *buf;                 /* received, not read yet: buf[head, tail) */
   size_t head, tail, cap;
   size_t scanned;            /* bytes from head already searched for a delimiter */
@@ -52,11 +55,19 @@ typedef struct rv_stream {
 enum { UV_SCHED = 1, UV_MT, UV_READERS, UV_WAIT, UV_SLOW, UV_SCRATCH,
        UV_IN, UV_OUT, NUV = UV_OUT };
 
+static const char streamtag = 0;
+
 /* A read's stack: self, its argument, the state userdata; in a
    continuation, the wake value above them. */
 enum { I_SELF = 1, I_ARG, I_STATE };
 
-enum { OP_SOME, OP_LINE, OP_UNTIL, OP_EXACT, OP_ALL };
+/* A read request, packed in a continuation's context: the operation in
+   the low bits, its size above them (read_some's max, 0 for none; read's
+   n).  So the hot path never converts its argument again. */
+enum { OP_SOME, OP_LINE, OP_UNTIL, OP_EXACT, OP_ALL, OP_BITS = 3 };
+#define OP(ctx) ((int)((ctx) & ((1 << OP_BITS) - 1)))
+#define SIZE(ctx) ((size_t)((ctx) >> OP_BITS))
+#define MAX_SIZE (((lua_Integer)1 << 60) - 1)   /* more than memory can hold */
 static const char *const opnames[] = { "read", "read_line", "read_until", "read", "read_all" };
 
 /* Raises an error object for op, with the stream's peer as its address. */
@@ -72,15 +83,22 @@ static int argerror(lua_State *L, int i, const char *fname, const char *msg) {
   return luaL_error(L, "bad argument #%d to '%s' (%s)", i - 1, fname, msg);
 }
 
+/* The stream state in slot 1 of the table at idx (pushed), or NULL.  A
+   state is a userdata of its struct's size whose tag holds streamtag's
+   address, which Lua code cannot forge: a check that runs twice per
+   request in three API calls, where comparing metatables takes five. */
+static rv_stream *tostate(lua_State *L, int idx) {
+  rv_stream *s;
+  if (lua_rawgeti(L, idx, 1) != LUA_TUSERDATA) return NULL;
+  s = (rv_stream *)lua_touserdata(L, -1);
+  if (lua_rawlen(L, -1) != sizeof *s || s->tag != &streamtag) return NULL;
+  return s;
+}
+
 /* The state of the stream at index 1, pushed; an argument error for
    anything else. */
 static rv_stream *checkstream(lua_State *L) {
-  rv_stream *s = NULL;
-  if (lua_type(L, I_SELF) == LUA_TTABLE && lua_rawgeti(L, I_SELF, 1) == LUA_TUSERDATA &&
-      lua_getmetatable(L, -1)) {
-    if (lua_rawequal(L, -1, lua_upvalueindex(UV_MT))) s = (rv_stream *)lua_touserdata(L, -2);
-    lua_pop(L, 1);
-  }
+  rv_stream *s = lua_type(L, I_SELF) == LUA_TTABLE ? tostate(L, I_SELF) : NULL;
   if (s == NULL) luaL_typeerror(L, I_SELF, "reverb.stream");
   return s;
 }
@@ -176,18 +194,18 @@ static int line(lua_State *L, rv_stream *s, size_t n, size_t eol) {
   return 1;
 }
 
-/* Pushes op's results from the buffer and returns their number, or -1
-   when it needs more bytes than are buffered (and the stream goes on). */
-static int answer(lua_State *L, rv_stream *s, int op) {
-  size_t have = buffered(s);
+/* Pushes the results of read request rq from the buffer and returns
+   their number, or -1 when it needs more bytes than are buffered (and the
+   stream goes on). */
+static int answer(lua_State *L, rv_stream *s, lua_KContext rq) {
+  size_t have = buffered(s), size = SIZE(rq);
+  int op = OP(rq);
   ptrdiff_t at;
   switch (op) {
-  case OP_SOME: {
-    size_t max = (size_t)lua_tointeger(L, I_ARG);   /* 0: no limit */
+  case OP_SOME:
     if (have == 0) break;
-    take(L, s, max && max < have ? max : have);
+    take(L, s, size && size < have ? size : have);
     return 1;
-  }
   case OP_LINE:
     at = search(s, "\n", 1);
     if (at >= 0 ? (size_t)at > s->max_line : have > s->max_line) toolong(L, s);
@@ -203,12 +221,10 @@ static int answer(lua_State *L, rv_stream *s, int op) {
     consume(s, dlen);
     return 1;
   }
-  case OP_EXACT: {
-    size_t n = (size_t)lua_tointeger(L, I_ARG);
-    if (have < n) break;
-    take(L, s, n);
+  case OP_EXACT:
+    if (have < size) break;
+    take(L, s, size);
     return 1;
-  }
   default:   /* OP_ALL: it all, at the end */
     if (!s->eof) return -1;
     take(L, s, have);
@@ -260,9 +276,8 @@ static double now(void) {
    table and yields, the path of every request; anything else (a
    deadline, a write, the top level) goes through loop.wait. */
 static int await(lua_State *L, rv_stream *s, int write, lua_KContext ctx, lua_KFunction k) {
-  const rv_sched *S = (const rv_sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
   int fd = s->sock->fd;
-  if (!write && s->timeout < 0 && L == S->current) {
+  if (!write && s->timeout < 0 && L == s->sched->current) {
     if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) == LUA_TNIL) {
       lua_pop(L, 1);
       lua_pushthread(L);
@@ -283,37 +298,34 @@ static int await(lua_State *L, rv_stream *s, int write, lua_KContext ctx, lua_KF
 
 /* Takes the wake value off the top: ready, or raise what went wrong. */
 static void woken(lua_State *L, rv_stream *s, int write, const char *op) {
-  int ready = lua_toboolean(L, -1), timedout = lua_type(L, -1) == LUA_TBOOLEAN;
-  lua_pop(L, 1);
-  if (ready) {
+  if (lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
     if (write) s->wready = 1;
     else s->rready = 1;   /* woken by the loop: the socket is readable */
     return;
   }
-  if (timedout) fail(L, op, ETIMEDOUT, "timed out");
+  if (lua_type(L, -1) == LUA_TBOOLEAN) fail(L, op, ETIMEDOUT, "timed out");
   fail(L, op, EBADF, "socket is closed");
 }
 
 /* ---- reads ---- */
 
-static int readk(lua_State *L, int status, lua_KContext op);
+static int readk(lua_State *L, int status, lua_KContext rq);
 
-/* The body of every read: answer from the buffer, else receive, else
-   wait, until op has its answer. */
-static int reading(lua_State *L, int op) {
-  rv_stream *s = (rv_stream *)lua_touserdata(L, I_STATE);
-  char *scratch = (char *)lua_touserdata(L, lua_upvalueindex(UV_SCRATCH));
+/* The body of every read: answer request rq from the buffer, else
+   receive, else wait, until it has its answer. */
+static int reading(lua_State *L, rv_stream *s, lua_KContext rq) {
+  char *scratch = s->scratch;
   for (;;) {
-    int n = answer(L, s, op);
+    int n = answer(L, s, rq);
     ssize_t got;
     if (n >= 0) return n;
-    if (s->sock->fd < 0) return fail(L, opnames[op], EBADF, "socket is closed");
-    if (!s->rready) return await(L, s, 0, op, readk);
+    if (s->sock->fd < 0) return fail(L, opnames[OP(rq)], EBADF, "socket is closed");
+    if (!s->rready) return await(L, s, 0, rq, readk);
     got = receive(L, s, scratch);
     if (got <= 0) continue;   /* at the end, or drained */
-    if (op == OP_SOME) {      /* nothing was buffered: straight from scratch */
-      size_t max = (size_t)lua_tointeger(L, I_ARG), give = (size_t)got;
-      if (max && max < give) give = max;
+    if (OP(rq) == OP_SOME) {  /* nothing was buffered: straight from scratch */
+      size_t give = SIZE(rq) && SIZE(rq) < (size_t)got ? SIZE(rq) : (size_t)got;
       lua_pushlstring(L, scratch, give);
       if (give < (size_t)got) append(L, s, scratch + give, (size_t)got - give);
       return 1;
@@ -322,48 +334,54 @@ static int reading(lua_State *L, int op) {
   }
 }
 
-static int readk(lua_State *L, int status, lua_KContext op) {
+static int readk(lua_State *L, int status, lua_KContext rq) {
+  rv_stream *s = (rv_stream *)lua_touserdata(L, I_STATE);
   (void)status;
-  woken(L, (rv_stream *)lua_touserdata(L, I_STATE), 0, opnames[op]);
-  return reading(L, (int)op);
+  woken(L, s, 0, opnames[OP(rq)]);
+  return reading(L, s, rq);
 }
 
-static int startread(lua_State *L, int op) {
-  lua_settop(L, I_ARG);
-  checkstream(L);
-  return reading(L, op);
+/* Starts a read: the stack becomes self, argument, state (I_STATE). */
+static int startread(lua_State *L, int op, lua_Integer size) {
+  rv_stream *s;
+  if (lua_gettop(L) != I_ARG) lua_settop(L, I_ARG);
+  s = checkstream(L);
+  if (size > MAX_SIZE) size = MAX_SIZE;
+  return reading(L, s, (lua_KContext)size << OP_BITS | op);
 }
 
 /* read_some([max]) -> at least one byte, at most max; nil at the end. */
 static int s_read_some(lua_State *L) {
-  if (!lua_isnoneornil(L, I_ARG))
-    if (!lua_isinteger(L, I_ARG) || lua_tointeger(L, I_ARG) < 1)
-      argerror(L, I_ARG, "read_some", "positive integer expected");
-  return startread(L, OP_SOME);
+  lua_Integer max = 0;
+  if (!lua_isnoneornil(L, I_ARG)) {
+    max = lua_isinteger(L, I_ARG) ? lua_tointeger(L, I_ARG) : 0;
+    if (max < 1) argerror(L, I_ARG, "read_some", "positive integer expected");
+  }
+  return startread(L, OP_SOME, max);
 }
 
 /* read_line() -> a line without "\n" (and without a "\r" before it);
    nil at the end.  A line longer than max_line raises EMSGSIZE and
    stays buffered. */
-static int s_read_line(lua_State *L) { return startread(L, OP_LINE); }
+static int s_read_line(lua_State *L) { return startread(L, OP_LINE, 0); }
 
 /* read_until(delim) -> the bytes before delim (consumed); nil, partial
    at the end. */
 static int s_read_until(lua_State *L) {
   if (lua_type(L, I_ARG) != LUA_TSTRING || lua_rawlen(L, I_ARG) == 0)
     argerror(L, I_ARG, "read_until", "non-empty string expected");
-  return startread(L, OP_UNTIL);
+  return startread(L, OP_UNTIL, 0);
 }
 
 /* read(n) -> exactly n bytes; nil, partial at the end. */
 static int s_read(lua_State *L) {
   if (!lua_isinteger(L, I_ARG) || lua_tointeger(L, I_ARG) < 0)
     argerror(L, I_ARG, "read", "non-negative integer expected");
-  return startread(L, OP_EXACT);
+  return startread(L, OP_EXACT, lua_tointeger(L, I_ARG));
 }
 
 /* read_all() -> everything until the end ("" when nothing came). */
-static int s_read_all(lua_State *L) { return startread(L, OP_ALL); }
+static int s_read_all(lua_State *L) { return startread(L, OP_ALL, 0); }
 
 /* ---- writes ---- */
 
@@ -392,13 +410,13 @@ static int writek(lua_State *L, int status, lua_KContext ctx) {
    another writer holds the stream, the Lua slow path waits its turn and
    for room. */
 static int s_write(lua_State *L) {
-  int n = lua_gettop(L) - 1, i;
+  int n = lua_gettop(L) - 1;
   rv_stream *s = checkstream(L);
   size_t len, sent = 0;
   const char *data;
-  lua_pop(L, 1);
   if (n != 1 || lua_type(L, 2) != LUA_TSTRING) {
-    for (i = 2; i <= n + 1; i++) {
+    lua_pop(L, 1);   /* the state: concat takes the arguments on top */
+    for (int i = 2; i <= n + 1; i++) {
       int t = lua_type(L, i);
       if (t != LUA_TSTRING && t != LUA_TNUMBER)
         argerror(L, i, "write", lua_pushfstring(L, "string expected, got %s", luaL_typename(L, i)));
@@ -416,6 +434,7 @@ static int s_write(lua_State *L) {
       return 1;
     }
   }
+  lua_settop(L, 2);
   lua_pushvalue(L, lua_upvalueindex(UV_SLOW));
   lua_insert(L, 1);
   lua_pushinteger(L, (lua_Integer)sent + 1);
@@ -492,7 +511,10 @@ static int s_new(lua_State *L) {
   luaL_argcheck(L, max_line >= 1, 2, "must be positive");
   s = (rv_stream *)lua_newuserdatauv(L, sizeof *s, 1);
   memset(s, 0, sizeof *s);
+  s->tag = &streamtag;
   s->sock = sock;
+  s->sched = (const rv_sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
+  s->scratch = (char *)lua_touserdata(L, lua_upvalueindex(UV_SCRATCH));
   s->max_line = (size_t)max_line;
   s->timeout = timeout;
   s->rready = s->wready = 1;   /* try first: a recv or send says if not */
@@ -519,12 +541,10 @@ void rv_stream_meta(lua_State *L) {
   lua_setfield(L, -2, "__name");
 }
 
-void rv_stream_mark(lua_State *L, int idx, int mt, int hup) {
-  rv_stream *s = NULL;
-  if (lua_rawgeti(L, idx, 1) == LUA_TUSERDATA && lua_getmetatable(L, -1)) {
-    if (lua_rawequal(L, -1, mt)) s = (rv_stream *)lua_touserdata(L, -2);
-    lua_pop(L, 1);
-  }
+/* dispatch's: data came for the watcher table at idx while nobody waited
+   to read it; if it is a stream, its next read receives at once. */
+void rv_stream_mark(lua_State *L, int idx, int hup) {
+  rv_stream *s = tostate(L, idx);
   lua_pop(L, 1);
   if (s == NULL) return;
   s->rready = 1;
