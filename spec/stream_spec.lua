@@ -102,6 +102,24 @@ function TestStream.test_read_some_read_all_and_lines()
   end)
 end
 
+function TestStream.test_getstats_counts_bytes_each_way()
+  local p <close> = pair()
+  local got, sent = p[1]:getstats()
+  lu.assertEquals({ got, sent }, { 0, 0 })
+  p[1]:write("hello", 12, "\n")
+  p[2]:write("hi")
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_line(), "hello12")
+    lu.assertEquals(p[1]:read(2), "hi")
+  end)
+  local age
+  got, sent, age = p[1]:getstats()
+  lu.assertEquals({ got, sent }, { 2, 8 })
+  lu.assertTrue(age >= 0 and age < 60, "age " .. age)
+  got, sent = p[2]:getstats()
+  lu.assertEquals({ got, sent }, { 8, 2 })
+end
+
 function TestStream.test_write_checks_its_arguments()
   local p <close> = pair()
   lu.assertErrorMsgContains("bad argument #2 to 'write' (string expected, got table)",

@@ -81,7 +81,8 @@ local function serve_stream(o, handler)
   if o.verbose then
     opts.on_open = function(conn) say(conn.peer, " open") end
     opts.on_close = function(conn)
-      say(conn.peer, " closed, ", conn.bytes_in, " bytes in, ", conn.bytes_out, " bytes out")
+      local bytes_in, bytes_out = conn:getstats()
+      say(conn.peer, " closed, ", bytes_in, " bytes in, ", bytes_out, " bytes out")
     end
   end
   local srv = reverb.serve(opts, handler or echo)

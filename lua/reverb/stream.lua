@@ -1,8 +1,8 @@
 --- reverb.stream: a buffered connection (what handlers and clients get).
 --
--- A stream is a table (scripts may keep their own fields on it: `peer`,
--- `socket`, `bytes_in` and `bytes_out` are reverb's) whose slot 1 holds
--- its state in C: the read buffer, readiness and counters. The reads,
+-- A stream is a table (scripts may keep their own fields on it; `peer`
+-- and `socket` are reverb's) whose slot 1 holds its state in C: the read
+-- buffer, readiness and byte counters. The reads,
 -- the writes and their waits are C functions (csrc/stream.c) that park
 -- the task and resume where they stopped, so they work in tasks and at
 -- top level like any reverb call, and an echoed request costs one call
@@ -81,6 +81,8 @@ Stream.read_all = C.read_all
 Stream.write = C.write
 --- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
 Stream.settimeout = C.settimeout
+--- Bytes received, bytes written, seconds since the stream was made.
+Stream.getstats = C.getstats
 
 function Stream:lines()
   return Stream.read_line, self
@@ -106,10 +108,7 @@ local function new(sock, peer, opts)
   local state = C.new(sock, opts and opts.max_line, opts and opts.timeout)
   -- Every field is present from the start (false, not nil): a read of an
   -- unset field would fall through to Stream.__index.
-  local self = setmetatable({
-    state, socket = sock, peer = peer, bytes_in = 0, bytes_out = 0,
-    closed = false,
-  }, Stream)
+  local self = setmetatable({ state, socket = sock, peer = peer, closed = false }, Stream)
   loop.watch(self, sock:fileno(), "edge")
   return self
 end
