@@ -108,11 +108,26 @@ void rv_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
 }
 
 /* Pushes host, port (inet) or the path (unix); returns how many. */
+/* An IPv4 address in dotted decimal, as inet_ntop writes it, without
+   the sprintf that inet_ntop spends a tenth of an accept on. */
+static size_t format_ipv4(const struct in_addr *in, char *out) {
+  const unsigned char *b = (const unsigned char *)&in->s_addr;
+  char *p = out;
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (i > 0) *p++ = '.';
+    if (v >= 100) *p++ = (char)('0' + v / 100);
+    if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+  }
+  return (size_t)(p - out);
+}
+
 int rv_push_addr(lua_State *L, const struct sockaddr *sa, socklen_t len) {
   char host[INET6_ADDRSTRLEN];
   if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-    lua_pushstring(L, inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host));
+    lua_pushlstring(L, host, format_ipv4(&sin->sin_addr, host));
     lua_pushinteger(L, ntohs(sin->sin_port));
     return 2;
   }

@@ -70,6 +70,18 @@ function TestSocket.test_blocking_echo_like_the_tutorial()
   lu.assertStrContains(tostring(c), "127.0.0.1:" .. cport .. " -> 127.0.0.1:" .. port)
 end
 
+function TestSocket.test_ipv4_addresses_print_as_dotted_decimal()
+  -- all of 127/8 is loopback on Linux: digits of every width, zeros
+  for _, host in ipairs { "127.0.0.1", "127.10.200.3", "127.255.99.100", "0.0.0.0" } do
+    local s <close> = core.socket("inet", "dgram")
+    s:bind(host, 0)
+    lu.assertEquals((s:getsockname()), host)
+  end
+  local s <close> = core.socket("inet", "dgram")
+  s:bind("*", 0)
+  lu.assertEquals((s:getsockname()), "0.0.0.0")
+end
+
 function TestSocket.test_recv_returns_empty_string_at_eof()
   local pair <close> = tcp_pair()
   local c, a = pair[1], pair[2]
