@@ -14,6 +14,30 @@ function TestLoop.test_spawn_passes_arguments_and_run_returns_when_idle()
   lu.assertEquals(loop.count(), 0)
 end
 
+function TestLoop.test_pooled_tasks_reuse_finished_coroutines_only()
+  local got = {}
+  local function task(i, extra)
+    reverb.sleep(0)
+    got[#got + 1] = { i, extra }
+  end
+  local first = loop.spawn_pooled(task, 1, "a")
+  lu.assertEquals(got, {}, "a task starts on the loop's next turn")
+  reverb.run()
+  local second = loop.spawn_pooled(task, 2)
+  lu.assertIs(second, first, "a finished task's coroutine runs the next one")
+  reverb.run()
+  lu.assertEquals(got, { { 1, "a" }, { 2 } }, "each run sees its own arguments only")
+  lu.assertEquals(loop.count(), 0)
+  -- one that raises is not reused (a dead coroutine cannot be)
+  local bad = loop.spawn_pooled(function() coroutine.yield("stray") end)
+  io.stderr:write("(an expected 'task failed' report follows)\n")
+  reverb.run()
+  lu.assertEquals(coroutine.status(bad), "dead")
+  lu.assertNotIs(loop.spawn_pooled(task, 3), bad)
+  reverb.run()
+  lu.assertEquals(got[3], { 3 })
+end
+
 function TestLoop.test_sleeps_wake_in_deadline_order()
   local order = {}
   for _, d in ipairs { 0.03, 0.01, 0.02, 0.01, 0 } do

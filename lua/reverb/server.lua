@@ -63,7 +63,7 @@ local function start_client(srv, c, host, port)
   local conn = stream.new(c, peer, srv.opts)
   conn:settimeout(srv.idle_timeout)
   srv._clients[conn] = true
-  loop.spawn(client_main, srv, conn)
+  loop.spawn_pooled(client_main, srv, conn)
 end
 
 local function accept_batch(srv)

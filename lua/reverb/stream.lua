@@ -107,8 +107,11 @@ end
 local function new(sock, peer, opts)
   local state = C.new(sock, opts and opts.max_line, opts and opts.timeout)
   -- Every field is present from the start (false, not nil): a read of an
-  -- unset field would fall through to Stream.__index.
-  local self = setmetatable({ state, socket = sock, peer = peer, closed = false }, Stream)
+  -- unset field would fall through to Stream.__index, and the table is
+  -- made at its final size (loop.watch sets fd and mode_level).
+  local self = setmetatable({
+    state, socket = sock, peer = peer, closed = false, fd = false, mode_level = false,
+  }, Stream)
   loop.watch(self, sock:fileno(), "edge")
   return self
 end
