@@ -115,9 +115,8 @@ static void settle(lua_State *L, lua_State *co, int status, int nres) {
   lua_call(L, lua_gettop(L) - A_WAITER - 1, 0);
 }
 
-/* Resumes the task at A_WAITER with true (its descriptor is ready). */
-static void wake(lua_State *L, sched *S) {
-  lua_State *co = lua_tothread(L, A_WAITER);
+/* Resumes the task co (at A_WAITER) with true: its descriptor is ready. */
+static void wake(lua_State *L, sched *S, lua_State *co) {
   int nres = 0, status;
   /* A task parks from a C function, which Lua gives LUA_MINSTACK slots:
      there is room for the value it is woken with. */
@@ -135,6 +134,7 @@ static void wake(lua_State *L, sched *S) {
    resumed with true, the top level told by the result.  Returns 0 when
    nobody waited, 1 for a task, 2 for the top level. */
 static int waiter(lua_State *L, sched *S, int q, int fd) {
+  lua_State *co;
   int who;
   if (lua_rawgeti(L, q, fd) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -142,8 +142,9 @@ static int waiter(lua_State *L, sched *S, int q, int fd) {
   }
   lua_pushnil(L);
   lua_rawseti(L, q, fd);
-  who = lua_type(L, A_WAITER) == LUA_TTHREAD ? 1 : 2;
-  if (who == 1) wake(L, S);
+  co = lua_tothread(L, A_WAITER);
+  who = co != NULL ? 1 : 2;
+  if (co != NULL) wake(L, S, co);
   lua_settop(L, A_SETTLE);
   return who;
 }

@@ -407,8 +407,9 @@ static int s_write(lua_State *L) {
   int n = lua_gettop(L) - 1;
   rv_stream *s = checkstream(L);
   size_t len, sent = 0;
-  const char *data;
-  if (n != 1 || lua_type(L, 2) != LUA_TSTRING) {
+  /* One string (or number): the usual call, checked and read at once. */
+  const char *data = n == 1 ? lua_tolstring(L, 2, &len) : NULL;
+  if (data == NULL) {
     lua_pop(L, 1);   /* the state: concat takes the arguments on top */
     for (int i = 2; i <= n + 1; i++) {
       int t = lua_type(L, i);
@@ -416,8 +417,8 @@ static int s_write(lua_State *L) {
         argerror(L, i, "write", lua_pushfstring(L, "string expected, got %s", luaL_typename(L, i)));
     }
     lua_concat(L, n);
+    data = lua_tolstring(L, 2, &len);
   }
-  data = lua_tolstring(L, 2, &len);
   s->bytes_out += (lua_Integer)len;
   if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
   if (!s->wlock && s->wready) {
