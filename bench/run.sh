@@ -5,7 +5,7 @@
 #   make bench-quick    three scenarios, 3 rounds each (under a minute)
 #
 # For each scenario the C reference (bench/build/c_echo, a tight epoll echo
-# server) and `reverb serve` are both started, pinned to core 0, and the
+# server) and `reverb serve` are both started afresh, pinned to core 0, and the
 # load generator (bench/build/loadgen, pinned to core 1) alternates between
 # them round by round, in the order C R R C C R ...  Each round gives a
 # ratio reverb / C from two runs a few seconds apart; the table prints the
@@ -70,9 +70,11 @@ start() {
 }
 
 stop() {
-  local var="PID_$1"
+  local var="PID_$1" p kept=()
   kill -TERM "${!var}" 2>/dev/null || true
   wait "${!var}" 2>/dev/null || true
+  for p in "${pids[@]}"; do [ "$p" = "${!var}" ] || kept+=("$p"); done
+  pids=("${kept[@]}")   # cleanup must not signal a number the system reuses
 }
 
 # measure NAME MODE CONNS SIZE: one run of the load generator against a
@@ -120,10 +122,12 @@ printf '%-24s %14s %14s %8s  %s\n' scenario "C reference" reverb "reverb/C" unit
   tee bench/results.txt
 declare -A unit=([pingpong]="req/s" [bulk]="MiB/s" [connstorm]="conn/s")
 chart="$tmp/chart.dat"
-start c
-start reverb
 for sc in "${SCENARIOS[@]}"; do
   read -r mode conns size <<<"$sc"
+  # Fresh servers for each scenario: what one leaves behind (a heap that
+  # held 5,000 connections) is not the next one's measurement.
+  start c
+  start reverb
   : >"$tmp/c"; : >"$tmp/r"; : >"$tmp/q"
   for i in $(seq 1 $ROUNDS); do
     if [ $((i % 2)) = 1 ]; then
@@ -140,9 +144,9 @@ for sc in "${SCENARIOS[@]}"; do
   printf '%-24s %14.0f %14.0f %7.2fx  %s\n' "$mode $conns x ${size}B" "$c" "$r" "$q" \
     "${unit[$mode]}" | tee -a bench/results.txt
   [ "$mode" = pingpong ] && echo "$conns $c $r" >>"$chart"
+  stop c
+  stop reverb
 done
-stop c
-stop reverb
 
 # examples/echo_server.lua: the loop behind a handler written in Lua, by
 # the same alternation against the C reference.
