@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh -- reverb against the project's C reference, in one run.
 #
-#   make bench          every scenario, 9 rounds each (about 4 minutes)
+#   make bench          every scenario, 9 rounds each (about 5 minutes)
 #   make bench-quick    three scenarios, 3 rounds each (under a minute)
 #
 # For each scenario the C reference (bench/build/c_echo, a tight epoll echo
