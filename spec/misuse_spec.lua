@@ -92,6 +92,29 @@ function TestMisuse.test_random_calls_never_crash()
     outcomes.ok .. " calls succeeded, " .. outcomes.raised .. " raised")
 end
 
+-- The stream's C functions check what they are given as self: only a
+-- stream's state (a userdata of its own size and tag) in slot 1 will do.
+function TestMisuse.test_stream_methods_refuse_what_is_not_a_stream()
+  local Stream = require("reverb.stream").Stream
+  local sock <close> = core.socket()
+  -- fakes[0], absent, is nil
+  local fakes = { {}, { 1 }, { io.stdout }, { sock }, { {} }, "x", 5, sock,
+                  setmetatable({ io.stdout }, Stream) }
+  local n = 0
+  for _, name in ipairs { "read_some", "read_line", "read_until", "read", "read_all",
+                          "write", "settimeout", "getstats" } do
+    for i = 0, #fakes do
+      local ok, err = pcall(Stream[name], fakes[i], any(), any())
+      lu.assertFalse(ok, name .. " accepted fake self #" .. i)
+      lu.assertStrContains(tostring(err), "bad argument")
+      n = n + 1
+    end
+  end
+  lu.assertEquals(n, 8 * (#fakes + 1))
+  lu.assertErrorMsgContains("reverb.stream expected", Stream.read_line, { io.stdout })
+  lu.assertErrorMsgContains("reverb.stream expected", Stream.write, { sock }, "x")
+end
+
 -- The loop's C half is reachable too (core.scheduler): wrong arguments,
 -- dead and running coroutines, tasks that park on anything.
 function TestMisuse.test_scheduler_misuse_never_crashes()
