@@ -2,11 +2,11 @@
 --
 -- A stream is a table (scripts may keep their own fields on it; `peer`
 -- and `socket` are reverb's) whose slot 1 holds its state in C: the read
--- buffer, readiness and byte counters. The reads,
--- the writes and their waits are C functions (csrc/stream.c) that park
--- the task and resume where they stopped, so they work in tasks and at
--- top level like any reverb call, and an echoed request costs one call
--- to read and one to write.
+-- buffer, readiness and byte counters. The reads, the writes and their
+-- waits are C functions (csrc/stream.c) that park the task and resume
+-- where they stopped, so they work in tasks and at top level like any
+-- reverb call, and an echoed request costs one call to read and one to
+-- write.
 --
 -- This file keeps what is not on the path of every request: the object,
 -- close, and the slow write. Writes send at once when the kernel takes
