@@ -107,7 +107,6 @@ void rv_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
   }
 }
 
-/* Pushes host, port (inet) or the path (unix); returns how many. */
 /* An IPv4 address in dotted decimal, as inet_ntop writes it, without
    the sprintf that inet_ntop spends a tenth of an accept on. */
 static size_t format_ipv4(const struct in_addr *in, char *out) {
@@ -123,6 +122,7 @@ static size_t format_ipv4(const struct in_addr *in, char *out) {
   return (size_t)(p - out);
 }
 
+/* Pushes host, port (inet) or the path (unix); returns how many. */
 int rv_push_addr(lua_State *L, const struct sockaddr *sa, socklen_t len) {
   char host[INET6_ADDRSTRLEN];
   if (sa->sa_family == AF_INET) {
