@@ -12,11 +12,16 @@
 
 #include "reverb.h"
 
-/* core.now() -> monotonic seconds, as a float */
-static int l_now(lua_State *L) {
+/* Monotonic seconds: the loop's clock, for timers and deadlines. */
+double rv_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* core.now() -> monotonic seconds, as a float */
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)rv_now());
   return 1;
 }
 

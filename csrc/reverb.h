@@ -99,5 +99,6 @@ RV_HIDDEN int rv_stream_api(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
 RV_HIDDEN void rv_signal_afterfork(void);
 extern RV_HIDDEN const luaL_Reg rv_process_funcs[];
+RV_HIDDEN double rv_now(void);
 
 #endif

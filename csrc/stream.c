@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "reverb.h"
 
@@ -47,7 +46,7 @@ typedef struct rv_stream {
   size_t scanned;            /* bytes from head already searched for a delimiter */
   size_t max_line;
   double timeout;            /* seconds per wait; negative: none */
-  double born;               /* when the stream was made (now()) */
+  double born;               /* when the stream was made (rv_now()) */
   lua_Integer bytes_in, bytes_out;   /* for getstats */
   unsigned char rready, hup, eof, wready, wlock;
 } rv_stream;
@@ -256,12 +255,6 @@ static ssize_t receive(lua_State *L, rv_stream *s, char *scratch) {
   return n;
 }
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Waits until the socket is ready for reading or writing; k then runs
    with the wake value on top (true: ready, false: timed out, "closed").
    A task reading without a deadline parks itself on the loop's readers
@@ -282,7 +275,7 @@ static int await(lua_State *L, rv_stream *s, int write, lua_KContext ctx, lua_KF
   lua_pushvalue(L, lua_upvalueindex(UV_WAIT));
   lua_pushvalue(L, I_SELF);
   lua_pushstring(L, write ? "write" : "read");
-  if (s->timeout >= 0) lua_pushnumber(L, now() + s->timeout);
+  if (s->timeout >= 0) lua_pushnumber(L, rv_now() + s->timeout);
   else lua_pushnil(L);
   lua_callk(L, 3, 1, ctx, k);
   return k(L, LUA_OK, ctx);
@@ -503,7 +496,7 @@ static int s_getstats(lua_State *L) {
   rv_stream *s = checkstream(L);
   lua_pushinteger(L, s->bytes_in);
   lua_pushinteger(L, s->bytes_out);
-  lua_pushnumber(L, now() - s->born);
+  lua_pushnumber(L, rv_now() - s->born);
   return 3;
 }
 
@@ -523,7 +516,7 @@ static int s_new(lua_State *L) {
   s->scratch = (char *)lua_touserdata(L, lua_upvalueindex(UV_SCRATCH));
   s->max_line = (size_t)max_line;
   s->timeout = timeout;
-  s->born = now();
+  s->born = rv_now();
   s->rready = s->wready = 1;   /* try first: a recv or send says if not */
   lua_pushvalue(L, lua_upvalueindex(UV_MT));
   lua_setmetatable(L, -2);
