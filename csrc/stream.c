@@ -450,22 +450,21 @@ static int s_send(lua_State *L) {
   return 1;
 }
 
-static int waitk(lua_State *L, int status, lua_KContext write) {
+static int writablek(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  woken(L, (rv_stream *)lua_touserdata(L, 3), (int)write, write ? "write" : "read");
+  (void)ctx;
+  woken(L, (rv_stream *)lua_touserdata(L, 2), 1, "write");
   return 0;
 }
 
-/* wait(self, "read" | "write"): until the socket is ready that way;
-   raises ETIMEDOUT or EBADF as the reads and writes do. */
-static int s_wait(lua_State *L) {
-  static const char *const dirs[] = { "read", "write", NULL };
-  int write = luaL_checkoption(L, 2, NULL, dirs);
+/* wait_writable(self): until the kernel has room again (the slow write's
+   wait); raises ETIMEDOUT or EBADF as a write does. */
+static int s_wait_writable(lua_State *L) {
   rv_stream *s;
-  lua_settop(L, 2);
+  lua_settop(L, 1);
   s = checkstream(L);
-  if (s->sock->fd < 0) return fail(L, dirs[write], EBADF, "socket is closed");
-  return await(L, s, write, write, waitk);
+  if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
+  return await(L, s, 1, 0, writablek);
 }
 
 /* lock(self, held) -> whether the write lock was held before. */
@@ -560,7 +559,7 @@ static const luaL_Reg funcs[] = {
   { "read_all", s_read_all },
   { "write", s_write },
   { "send", s_send },
-  { "wait", s_wait },
+  { "wait_writable", s_wait_writable },
   { "lock", s_lock },
   { "settimeout", s_settimeout },
   { "getstats", s_getstats },

@@ -33,7 +33,7 @@ local function send_from(self, data, i)
     if sent then
       i = i + sent
     else
-      C.wait(self, "write")
+      C.wait_writable(self)
     end
   end
 end
