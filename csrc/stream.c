@@ -69,10 +69,15 @@ enum { OP_SOME, OP_LINE, OP_UNTIL, OP_EXACT, OP_ALL, OP_BITS = 3 };
 #define MAX_SIZE (((lua_Integer)1 << 60) - 1)   /* more than memory can hold */
 static const char *const opnames[] = { "read", "read_line", "read_until", "read", "read_all" };
 
-/* Raises an error object for op, with the stream's peer as its address. */
-static int fail(lua_State *L, const char *op, int err, const char *message) {
-  lua_getfield(L, I_SELF, "peer");
+/* Raises an error object for op, with the peer of the stream at idx as
+   its address. */
+static int failat(lua_State *L, int idx, const char *op, int err, const char *message) {
+  lua_getfield(L, idx, "peer");
   return rv_fail_msg(L, op, err, message, lua_tostring(L, -1));
+}
+
+static int fail(lua_State *L, const char *op, int err, const char *message) {
+  return failat(L, I_SELF, op, err, message);
 }
 
 /* A bad argument i of the method fname: numbered as the method call
@@ -255,30 +260,35 @@ static ssize_t receive(lua_State *L, rv_stream *s, char *scratch) {
   return n;
 }
 
-/* Waits until the socket is ready for reading or writing; k then runs
-   with the wake value on top (true: ready, false: timed out, "closed").
-   A task reading without a deadline parks itself on the loop's readers
-   table and yields, the path of every request; anything else (a
-   deadline, a write, the top level) goes through loop.wait. */
-static int await(lua_State *L, rv_stream *s, int write, lua_KContext ctx, lua_KFunction k) {
+/* A wait, in two steps so that no caller recurses: a task reading
+   without a deadline parks itself on the loop's readers table (the path
+   of every request): park_reader returns 1 and the caller returns
+   lua_yieldk(L, 1, ctx, k).  Anything else (a deadline, a write, the top
+   level) calls loop.wait through call_wait: inside a task that yields and
+   k continues; at top level it returns with the wake value on top (true:
+   ready, false: timed out, "closed") and the caller goes on in a loop. */
+static int park_reader(lua_State *L, const rv_stream *s) {
   int fd = s->sock->fd;
-  if (!write && s->timeout < 0 && L == s->sched->current) {
-    if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_pushthread(L);
-      lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
-      lua_pushlightuserdata(L, (void *)&rv_sched_wait);
-      return lua_yieldk(L, 1, ctx, k);
-    }
+  if (s->timeout >= 0 || L != s->sched->current) return 0;
+  if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) != LUA_TNIL) {
     lua_pop(L, 1);   /* someone waits already: loop.wait says who is wrong */
+    return 0;
   }
+  lua_pop(L, 1);
+  lua_pushthread(L);
+  lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
+  lua_pushlightuserdata(L, (void *)&rv_sched_wait);
+  return 1;
+}
+
+static void call_wait(lua_State *L, const rv_stream *s, int write, lua_KContext ctx,
+                      lua_KFunction k) {
   lua_pushvalue(L, lua_upvalueindex(UV_WAIT));
   lua_pushvalue(L, I_SELF);
   lua_pushstring(L, write ? "write" : "read");
   if (s->timeout >= 0) lua_pushnumber(L, rv_now() + s->timeout);
   else lua_pushnil(L);
   lua_callk(L, 3, 1, ctx, k);
-  return k(L, LUA_OK, ctx);
 }
 
 /* Takes the wake value off the top: ready, or raise what went wrong. */
@@ -306,7 +316,12 @@ static int reading(lua_State *L, rv_stream *s, lua_KContext rq) {
     ssize_t got;
     if (n >= 0) return n;
     if (s->sock->fd < 0) return fail(L, opnames[OP(rq)], EBADF, "socket is closed");
-    if (!s->rready) return await(L, s, 0, rq, readk);
+    if (!s->rready) {
+      if (park_reader(L, s)) return lua_yieldk(L, 1, rq, readk);
+      call_wait(L, s, 0, rq, readk);
+      woken(L, s, 0, opnames[OP(rq)]);
+      continue;
+    }
     got = receive(L, s, scratch);
     if (got <= 0) continue;   /* at the end, or drained */
     if (OP(rq) == OP_SOME) {  /* nothing was buffered: straight from scratch */
@@ -464,7 +479,98 @@ static int s_wait_writable(lua_State *L) {
   lua_settop(L, 1);
   s = checkstream(L);
   if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
-  return await(L, s, 1, 0, writablek);
+  call_wait(L, s, 1, 0, writablek);
+  return writablek(L, LUA_OK, 0);
+}
+
+/* ---- pipe ---- */
+
+/* pipe's stack: the source (self), the destination, their states, and
+   the source's byte count before what pipe moves (for its result). */
+enum { P_DST = 2, P_SRC_STATE, P_DST_STATE, P_BASE };
+
+static int piping(lua_State *L);
+
+static int pipe_readk(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  woken(L, (rv_stream *)lua_touserdata(L, P_SRC_STATE), 0, "pipe");
+  return piping(L);
+}
+
+static int pipe_writek(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lua_settop(L, P_BASE);   /* slow_write's result */
+  return piping(L);
+}
+
+/* Writes data[0, len) to the destination d, all of it, as write does:
+   at once when the kernel takes it, else through the slow write, with a
+   copy of the rest (data may be the scratch buffer, which other tasks
+   reuse while this one waits).  Inside a task the slow write yields and
+   pipe_writek goes on piping. */
+static void forward(lua_State *L, rv_stream *d, const char *data, size_t len) {
+  size_t sent = 0;
+  if (d->sock->fd < 0) failat(L, P_DST, "write", EBADF, "socket is closed");
+  d->bytes_out += (lua_Integer)len;
+  if (!d->wlock && d->wready) {
+    sent = transmit(L, d, data, len);
+    if (sent == len) return;
+  }
+  lua_pushvalue(L, lua_upvalueindex(UV_SLOW));
+  lua_pushvalue(L, P_DST);
+  lua_pushlstring(L, data + sent, len - sent);
+  lua_pushinteger(L, 1);
+  lua_callk(L, 3, 1, 0, pipe_writek);
+  lua_settop(L, P_BASE);
+}
+
+/* The body of pipe: whatever the source had buffered, then each chunk
+   as it arrives, straight from the scratch buffer to the destination,
+   until the source ends. */
+static int piping(lua_State *L) {
+  rv_stream *s = (rv_stream *)lua_touserdata(L, P_SRC_STATE);
+  rv_stream *d = (rv_stream *)lua_touserdata(L, P_DST_STATE);
+  for (;;) {
+    ssize_t got;
+    if (buffered(s) > 0) {   /* left by an earlier read: copied, then sent */
+      size_t len;
+      const char *data;
+      lua_pushlstring(L, s->buf + s->head, buffered(s));
+      consume(s, buffered(s));
+      data = lua_tolstring(L, -1, &len);
+      forward(L, d, data, len);
+      lua_settop(L, P_BASE);
+      continue;
+    }
+    if (s->eof) break;
+    if (s->sock->fd < 0) return fail(L, "pipe", EBADF, "socket is closed");
+    if (!s->rready) {
+      if (park_reader(L, s)) return lua_yieldk(L, 1, 0, pipe_readk);
+      call_wait(L, s, 0, 0, pipe_readk);
+      woken(L, s, 0, "pipe");
+      continue;
+    }
+    got = receive(L, s, s->scratch);
+    if (got > 0) forward(L, d, s->scratch, (size_t)got);
+  }
+  lua_pushinteger(L, s->bytes_in - lua_tointeger(L, P_BASE));
+  return 1;
+}
+
+/* pipe(dst) -> bytes moved: writes everything the stream receives to
+   dst (another stream, or this one: an echo) until the stream ends.  A
+   relay's inner loop, in C: no string per chunk, no Lua between a recv
+   and its send. */
+static int s_pipe(lua_State *L) {
+  rv_stream *s, *d;
+  lua_settop(L, P_DST);
+  s = checkstream(L);
+  d = lua_type(L, P_DST) == LUA_TTABLE ? tostate(L, P_DST) : NULL;
+  if (d == NULL) argerror(L, P_DST, "pipe", "reverb.stream expected");
+  lua_pushinteger(L, s->bytes_in - (lua_Integer)buffered(s));
+  return piping(L);
 }
 
 /* lock(self, held) -> whether the write lock was held before. */
@@ -558,6 +664,7 @@ static const luaL_Reg funcs[] = {
   { "read", s_read },
   { "read_all", s_read_all },
   { "write", s_write },
+  { "pipe", s_pipe },
   { "send", s_send },
   { "wait_writable", s_wait_writable },
   { "lock", s_lock },

@@ -102,7 +102,7 @@ function TestMisuse.test_stream_methods_refuse_what_is_not_a_stream()
                   setmetatable({ io.stdout }, Stream) }
   local n = 0
   for _, name in ipairs { "read_some", "read_line", "read_until", "read", "read_all",
-                          "write", "settimeout", "getstats" } do
+                          "write", "pipe", "settimeout", "getstats" } do
     for i = 0, #fakes do
       local ok, err = pcall(Stream[name], fakes[i], any(), any())
       lu.assertFalse(ok, name .. " accepted fake self #" .. i)
@@ -110,7 +110,7 @@ function TestMisuse.test_stream_methods_refuse_what_is_not_a_stream()
       n = n + 1
     end
   end
-  lu.assertEquals(n, 8 * (#fakes + 1))
+  lu.assertEquals(n, 9 * (#fakes + 1))
   lu.assertErrorMsgContains("reverb.stream expected", Stream.read_line, { io.stdout })
   lu.assertErrorMsgContains("reverb.stream expected", Stream.write, { sock }, "x")
 end

@@ -232,4 +232,74 @@ function TestStream.test_a_socket_closed_under_a_waiting_reader()
   lu.assertEquals(new[2]:read_line(), "still here")
 end
 
+-- pipe: a relay a -> b. What a read left buffered goes first, then every
+-- chunk in order; 2 MiB through a reader that takes its time fills the
+-- destination's socket buffer, so the slow write (a copy of the chunk
+-- the kernel did not take) carries part of it.
+function TestStream.test_pipe_relays_everything_in_order()
+  local src <close> = pair()
+  local dst <close> = pair()
+  src[2]:settimeout(nil)   -- the parked read, the path of every request
+  local chunks = { "first line\nbuffered rest|" }
+  for i = 1, 64 do chunks[#chunks + 1] = string.rep(string.char(64 + i % 26), 32768) end
+  local want = table.concat(chunks)
+  reverb.spawn(function()
+    for _, c in ipairs(chunks) do src[1]:write(c) end
+    src[1]:shutdown("write")
+  end)
+  local moved
+  reverb.spawn(function()
+    lu.assertEquals(src[2]:read_line(), "first line")
+    moved = src[2]:pipe(dst[1])
+    dst[1]:shutdown("write")
+  end)
+  local got = H.within(20, function()
+    local parts = {}
+    while true do
+      reverb.sleep(0.001)   -- a slow reader
+      local d = dst[2]:read_some(65536)
+      if not d then return table.concat(parts) end
+      parts[#parts + 1] = d
+    end
+  end)
+  lu.assertEquals(#got, #want - #"first line\n")
+  lu.assertTrue(got == want:sub(#"first line\n" + 1), "relayed bytes differ")
+  lu.assertEquals(moved, #got)
+  local received = src[2]:getstats()
+  local _, sent = dst[1]:getstats()
+  lu.assertEquals({ received, sent }, { #want, #got })
+end
+
+-- pipe into the stream itself is an echo; at top level too, where its
+-- waits run the loop (many of them, and without recursion).
+function TestStream.test_pipe_to_itself_echoes_at_top_level()
+  local p <close> = pair()
+  local n, echoed = 300, {}
+  reverb.spawn(function()
+    for i = 1, n do
+      p[1]:write(i, ";")
+      echoed[#echoed + 1] = p[1]:read(#tostring(i) + 1)
+    end
+    p[1]:shutdown("write")
+  end)
+  lu.assertEquals(p[2]:pipe(p[2]), #table.concat(echoed))
+  lu.assertEquals(#echoed, n)
+  lu.assertEquals(echoed[n], n .. ";")
+end
+
+function TestStream.test_pipe_errors()
+  local p <close> = pair()
+  local q <close> = pair()
+  lu.assertErrorMsgContains("bad argument #1 to 'pipe' (reverb.stream expected)",
+    p[1].pipe, p[1], {})
+  lu.assertErrorMsgContains("bad argument #1 to 'pipe' (reverb.stream expected)", p[1].pipe, p[1])
+  q[1]:close()
+  p[1]:write("x")
+  local err = H.within(5, H.raises, "EBADF", p[2].pipe, p[2], q[1])
+  lu.assertEquals(err.op, "write")
+  p[2]:close()
+  err = H.raises("EBADF", p[2].pipe, p[2], p[1])
+  lu.assertEquals(err.op, "pipe")
+end
+
 return { TestStream = TestStream }

@@ -24,15 +24,11 @@ local function say(...)
   io.stderr:write("\n")
 end
 
--- The echo handler: each chunk back as it arrives, binary-safe.
-local stream = require "reverb.stream"
-local read_some, write = stream.Stream.read_some, stream.Stream.write
+-- The echo handler: each chunk back as it arrives, binary-safe. The
+-- stream's pipe is the loop `local d = conn:read_some() ... conn:write(d)`
+-- in C (examples/echo_server.lua is that loop in Lua).
 local function echo(conn)
-  while true do
-    local data = read_some(conn)
-    if not data then return end
-    write(conn, data)
-  end
+  conn:pipe(conn)
 end
 
 local function load_handler(script)

@@ -79,6 +79,10 @@ Stream.read = C.read
 Stream.read_all = C.read_all
 --- Writes all of its arguments (strings or numbers) before returning.
 Stream.write = C.write
+--- Writes everything read from this stream to dst (a stream; this one
+-- for an echo) until this one ends; returns the byte count. A relay's
+-- loop in C: no Lua string per chunk.
+Stream.pipe = C.pipe
 --- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
 Stream.settimeout = C.settimeout
 --- Bytes received, bytes written, seconds since the stream was made.
