@@ -82,6 +82,39 @@ function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
   os.remove(out)
 end
 
+function TestExamples.test_relay_carries_both_ways_to_the_target_and_passes_half_closes_on()
+  -- the target: `reverb serve -v` logs each connection's byte counts,
+  -- which tells that the echo came from it and not from the relay
+  local echo_pid, echo_out = H.start("exec bin/reverb serve 0 -v")
+  local echo_port = H.await_output(echo_out, "listening on 127%.0%.0%.1:(%d+)")
+  local pid, out = H.start(RUN .. "relay.lua 0 127.0.0.1 " .. echo_port)
+  local port = tonumber((H.await_output(out,
+    "relay listening on 127%.0%.0%.1:(%d+) %-> 127%.0%.0%.1:" .. echo_port .. "\n")))
+  local bytes = {}
+  for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+  local blob = table.concat(bytes):rep(400)   -- 100 KiB, every byte value
+  H.within(10, function()
+    local c <close> = H.connect("127.0.0.1", port)
+    c:write("one\n", "two\n")
+    lu.assertEquals(c:read_line(), "one")
+    lu.assertEquals(c:read_line(), "two")
+    -- written by a task while this one reads: no buffer has to hold it all
+    reverb.spawn(function() c:write(blob, "tail") end)
+    local got = c:read(#blob)
+    lu.assertEquals(#(got or ""), #blob)
+    lu.assertTrue(got == blob, "the binary chunk came back changed")
+    -- the client's half-close reaches the target, whose close ends the reply
+    c:shutdown("write")
+    lu.assertEquals(c:read_all(), "tail")
+  end)
+  local total = #"one\ntwo\n" + #blob + #"tail"
+  H.await_output(echo_out, "closed, " .. total .. " bytes in, " .. total .. " bytes out")
+  H.stop(pid)
+  H.stop(echo_pid)
+  os.remove(out)
+  os.remove(echo_out)
+end
+
 function TestExamples.test_upper_is_a_handler_script()
   local handler = dofile("examples/upper.lua")
   local srv <close> = reverb.serve(0, handler)
