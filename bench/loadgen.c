@@ -19,11 +19,26 @@
  * Work runs --warmup seconds before counting starts, then --duration
  * seconds.  The last line is machine-readable:
  *   RESULT mode=pingpong conns=50 size=64 rate=123456.7 unit=req/s p50_us=.. p99_us=.. max_us=.. errors=0
+ *
+ * With --port2 Q (pingpong, bulk, connstorm; one thread) the load
+ * alternates between two servers, P and Q, in slices of --slice seconds,
+ * P Q P Q ... P: each slice starts its connections' work, stops starting
+ * new work when its time is up, and waits for what is in flight, so the
+ * two servers never run at once.  A slice's rate is its work over its
+ * length; each Q slice gives the ratio of its rate to the mean of the two
+ * P slices around it (which cancels a steady drift).  On a machine
+ * whose speed drifts from second to second, neighbouring slices see the
+ * same machine, so the median of those ratios holds still where the
+ * ratio of two separate runs does not.  --warmup and --duration are then
+ * rounded to whole pairs, and RESULT carries rate2=, ratio= (the median
+ * pair ratio) and each pair's ratio in ratios=.
+ *
  * Exit status 0 without errors, 1 with, 2 on a usage error.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -41,11 +56,13 @@ enum mode { PINGPONG, BULK, CONNSTORM, IDLE };
 
 static struct {
   const char *host;
-  int port, conns, size, threads, hold_stdin;
-  double duration, warmup;
+  int port, port2, conns, size, threads, hold_stdin;
+  double duration, warmup, slice;
   enum mode mode;
-  struct sockaddr_in addr;
-} cfg = { "127.0.0.1", 0, 50, 64, 1, 0, 5, 1, PINGPONG, { 0 } };
+} cfg = { "127.0.0.1", 0, 0, 50, 64, 1, 0, 5, 1, 0.25, PINGPONG };
+
+/* How long a slice waits for its work in flight before it gives up. */
+#define DRAIN_MAX 10.0
 
 /* Latency histogram: 1 us buckets below 1 ms, 1 ms buckets up to 10 s. */
 #define FINE 1000
@@ -56,11 +73,13 @@ typedef struct conn {
   uint64_t seq;          /* pingpong: message number; connstorm: cycle */
   size_t got, put;       /* bytes read back / written, this message or in all */
   double t0;             /* when the current round trip began */
-  int connecting;
+  int connecting;        /* connstorm, idle: the connect is under way */
+  int streaming;         /* bulk: in this run and not drained yet */
 } conn;
 
 typedef struct worker {
   pthread_t thread;
+  struct sockaddr_in addr;   /* its server */
   int ep, first, count;  /* its connections: ids first .. first+count-1 */
   conn *conns;
   uint64_t done, errors;
@@ -69,6 +88,7 @@ typedef struct worker {
   double max_us;
 } worker;
 
+/* Work that starts before t_count or ends after t_end is not counted. */
 static double t_start, t_count, t_end;
 static volatile int holding = 1;
 
@@ -81,7 +101,7 @@ static double now(void) {
 static void usage(void) {
   fprintf(stderr, "usage: loadgen --port P --mode pingpong|bulk|connstorm|idle [--host H] "
                   "[--conns C] [--size S] [--duration SEC] [--warmup SEC] [--threads T] "
-                  "[--hold-until-stdin-eof]\n");
+                  "[--port2 Q [--slice SEC]] [--hold-until-stdin-eof]\n");
   exit(2);
 }
 
@@ -103,12 +123,12 @@ static unsigned char pattern(int id, uint64_t seq, size_t i) {
   return (unsigned char)(id * 7 + seq * 13 + i);
 }
 
-static int open_conn(int block) {
+static int open_conn(const worker *w, int block) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (block ? 0 : SOCK_NONBLOCK), 0);
   if (fd < 0) return -1;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, (struct sockaddr *)&cfg.addr, sizeof cfg.addr) < 0 && errno != EINPROGRESS) {
+  if (connect(fd, (const struct sockaddr *)&w->addr, sizeof w->addr) < 0 && errno != EINPROGRESS) {
     int e = errno;
     close(fd);
     errno = e;
@@ -148,7 +168,7 @@ static int read_echo(worker *w, conn *c, char *buf) {
 
 static void reconnect(worker *w, conn *c, char *buf) {
   close(c->fd);
-  c->fd = open_conn(1);
+  c->fd = open_conn(w, 1);
   if (c->fd < 0) {
     error_once(w, "connect", errno);
     return;
@@ -158,46 +178,88 @@ static void reconnect(worker *w, conn *c, char *buf) {
   send_message(w, c, buf);
 }
 
-static void run_pingpong(worker *w, char *buf) {
+/* Each run below starts its connections' work, stops starting new work
+   at t_stop, and returns once what is in flight has come back (or after
+   DRAIN_MAX more seconds, an error).  Connections that failed for good
+   have fd -1 and sit out. */
+
+/* pingpong: one message out per connection at a time. */
+static void run_pingpong(worker *w, char *buf, double t_stop) {
   struct epoll_event evs[512];
+  int busy = 0;
   for (int i = 0; i < w->count; i++) {
     conn *c = &w->conns[i];
-    watch(w, c, EPOLL_CTL_ADD, EPOLLIN);
+    if (c->fd < 0) continue;
     send_message(w, c, buf);
+    busy++;
   }
-  while (now() < t_end) {
+  while (busy > 0) {
+    if (now() > t_stop + DRAIN_MAX) {
+      error_once(w, "echoes still missing after the run", 0);
+      break;
+    }
     int n = epoll_wait(w->ep, evs, 512, 100);
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
       int r = read_echo(w, c, buf);
       if (r < 0) {
-        reconnect(w, c, buf);
+        reconnect(w, c, buf);   /* sends the next message on a new connection */
+        if (c->fd < 0) busy--;
       } else if (r == 1) {
         double t = now();
         record(w, c->t0, t);
         if (c->t0 >= t_count && t < t_end) w->done++;
         c->seq++;
-        send_message(w, c, buf);
+        if (t < t_stop) send_message(w, c, buf);
+        else busy--;
       }
     }
   }
 }
 
-/* bulk: c->put counts bytes written, c->got bytes read back, in all. */
-static void run_bulk(worker *w, char *buf) {
+/* bulk: each connection streams, with at most 2*S bytes unanswered;
+   c->put counts bytes written, c->got bytes read back, in all. */
+static void run_bulk(worker *w, char *buf, double t_stop) {
   struct epoll_event evs[512];
   size_t window = 2 * (size_t)cfg.size;
   char *out = malloc((size_t)cfg.size);
-  for (int i = 0; i < w->count; i++) watch(w, &w->conns[i], EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT);
-  while (now() < t_end) {
+  int busy = 0, stopping = 0;
+  for (int i = 0; i < w->count; i++) {
+    conn *c = &w->conns[i];
+    if (c->fd < 0) continue;
+    c->streaming = 1;
+    watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT);
+    busy++;
+  }
+  while (busy > 0) {
+    double t = now();
+    if (t > t_stop + DRAIN_MAX) {
+      error_once(w, "echoes still missing after the run", 0);
+      break;
+    }
+    if (!stopping && t >= t_stop) {   /* no more writes; the idle are done */
+      stopping = 1;
+      for (int i = 0; i < w->count; i++) {
+        conn *c = &w->conns[i];
+        if (c->fd >= 0 && c->streaming && c->put == c->got) {
+          c->streaming = 0;
+          watch(w, c, EPOLL_CTL_MOD, EPOLLIN);
+          busy--;
+        }
+      }
+      continue;
+    }
     int n = epoll_wait(w->ep, evs, 512, 100);
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
+      if (c->fd < 0 || !c->streaming) continue;
       if (evs[i].events & EPOLLIN) {
         ssize_t k = recv(c->fd, buf, 65536, 0);
         if (k <= 0 && !(k < 0 && errno == EAGAIN)) {
           error_once(w, k == 0 ? "server closed a connection" : "recv", k == 0 ? 0 : errno);
-          watch(w, c, EPOLL_CTL_DEL, 0);
+          close(c->fd);
+          c->fd = -1;
+          busy--;
           continue;
         }
         for (ssize_t j = 0; j < k; j++)
@@ -206,9 +268,18 @@ static void run_bulk(worker *w, char *buf) {
             break;
           }
         if (k > 0) {
+          double tk = now();
           c->got += (size_t)k;
-          if (now() >= t_count) w->bytes += (double)k;
+          if (tk >= t_count && tk < t_end) w->bytes += (double)k;
         }
+      }
+      if (stopping) {
+        if (c->put == c->got) {
+          c->streaming = 0;
+          watch(w, c, EPOLL_CTL_MOD, EPOLLIN);
+          busy--;
+        }
+        continue;
       }
       if (c->put - c->got < window) {
         size_t len = (size_t)cfg.size;
@@ -225,8 +296,9 @@ static void run_bulk(worker *w, char *buf) {
   free(out);
 }
 
+/* connstorm: connect, send, read the echo, close, and again. */
 static void storm_start(worker *w, conn *c) {
-  c->fd = open_conn(0);
+  c->fd = open_conn(w, 0);
   if (c->fd < 0) {
     error_once(w, "connect", errno);
     return;
@@ -236,11 +308,19 @@ static void storm_start(worker *w, conn *c) {
   watch(w, c, EPOLL_CTL_ADD, EPOLLOUT);
 }
 
-static void run_connstorm(worker *w, char *buf) {
+static void run_connstorm(worker *w, char *buf, double t_stop) {
   struct epoll_event evs[512];
   struct linger rst = { 1, 0 };
-  for (int i = 0; i < w->count; i++) storm_start(w, &w->conns[i]);
-  while (now() < t_end) {
+  int busy = 0;
+  for (int i = 0; i < w->count; i++) {
+    storm_start(w, &w->conns[i]);
+    busy += w->conns[i].fd >= 0;
+  }
+  while (busy > 0) {
+    if (now() > t_stop + DRAIN_MAX) {
+      error_once(w, "echoes still missing after the run", 0);
+      break;
+    }
     int n = epoll_wait(w->ep, evs, 512, 100);
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
@@ -252,7 +332,9 @@ static void run_connstorm(worker *w, char *buf) {
         if (err) {
           error_once(w, "connect", err);
           close(c->fd);
-          storm_start(w, c);
+          c->fd = -1;
+          if (now() < t_stop) storm_start(w, c);
+          if (c->fd < 0) busy--;
           continue;
         }
         double t0 = c->t0;
@@ -272,8 +354,10 @@ static void run_connstorm(worker *w, char *buf) {
          fill the port range with TIME_WAIT sockets within the run. */
       setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
       close(c->fd);
+      c->fd = -1;
       c->seq++;
-      storm_start(w, c);
+      if (t < t_stop) storm_start(w, c);
+      if (c->fd < 0) busy--;
     }
   }
 }
@@ -285,7 +369,7 @@ static void run_idle(worker *w, char *buf) {
   int pending = 0;
   for (int i = 0; i < w->count; i++) {
     conn *c = &w->conns[i];
-    c->fd = open_conn(0);
+    c->fd = open_conn(w, 0);
     if (c->fd < 0) {
       error_once(w, "connect", errno);
       continue;
@@ -321,26 +405,38 @@ static void run_idle(worker *w, char *buf) {
   if (pending > 0) w->errors += (uint64_t)pending;
 }
 
+/* A worker's epoll set and, for pingpong and bulk, its connections,
+   open and watched for the runs to come. */
+static void setup(worker *w) {
+  w->ep = epoll_create1(EPOLL_CLOEXEC);
+  for (int i = 0; i < w->count; i++) w->conns[i].fd = -1;
+  if (cfg.mode != PINGPONG && cfg.mode != BULK) return;
+  for (int i = 0; i < w->count; i++) {
+    conn *c = &w->conns[i];
+    c->fd = open_conn(w, 1);
+    if (c->fd < 0) {
+      error_once(w, "connect", errno);
+      w->count = i;
+      break;
+    }
+    watch(w, c, EPOLL_CTL_ADD, EPOLLIN);
+  }
+}
+
+static void run(worker *w, char *buf, double t_stop) {
+  switch (cfg.mode) {
+  case PINGPONG: run_pingpong(w, buf, t_stop); break;
+  case BULK: run_bulk(w, buf, t_stop); break;
+  case CONNSTORM: run_connstorm(w, buf, t_stop); break;
+  case IDLE: run_idle(w, buf); break;
+  }
+}
+
 static void *work(void *arg) {
   worker *w = arg;
   char *buf = malloc(65536);
-  w->ep = epoll_create1(EPOLL_CLOEXEC);
-  if (cfg.mode == PINGPONG || cfg.mode == BULK)
-    for (int i = 0; i < w->count; i++) {
-      conn *c = &w->conns[i];
-      c->fd = open_conn(1);
-      if (c->fd < 0) {
-        error_once(w, "connect", errno);
-        w->count = i;
-        break;
-      }
-    }
-  switch (cfg.mode) {
-  case PINGPONG: run_pingpong(w, buf); break;
-  case BULK: run_bulk(w, buf); break;
-  case CONNSTORM: run_connstorm(w, buf); break;
-  case IDLE: run_idle(w, buf); break;
-  }
+  setup(w);
+  run(w, buf, t_end);
   free(buf);
   return NULL;
 }
@@ -361,6 +457,8 @@ static void parse(int argc, char **argv) {
     if (!v) usage();
     if (strcmp(a, "--host") == 0) cfg.host = v;
     else if (strcmp(a, "--port") == 0) cfg.port = atoi(v);
+    else if (strcmp(a, "--port2") == 0) cfg.port2 = atoi(v);
+    else if (strcmp(a, "--slice") == 0) cfg.slice = atof(v);
     else if (strcmp(a, "--conns") == 0) cfg.conns = atoi(v);
     else if (strcmp(a, "--size") == 0) cfg.size = atoi(v);
     else if (strcmp(a, "--duration") == 0) cfg.duration = atof(v);
@@ -378,19 +476,115 @@ static void parse(int argc, char **argv) {
   if (cfg.port <= 0 || cfg.port > 65535 || cfg.conns < 1 || cfg.size < 1 || cfg.size > 65536 ||
       cfg.threads < 1 || cfg.threads > cfg.conns || cfg.duration <= 0 || cfg.warmup < 0)
     usage();
-  cfg.addr.sin_family = AF_INET;
-  cfg.addr.sin_port = htons((uint16_t)cfg.port);
-  if (inet_pton(AF_INET, cfg.host, &cfg.addr.sin_addr) != 1) usage();
+  if (cfg.port2 && (cfg.port2 < 0 || cfg.port2 > 65535 || cfg.threads != 1 || cfg.mode == IDLE ||
+                    !(cfg.slice > 0)))
+    usage();
+}
+
+static void address(struct sockaddr_in *addr, int port) {
+  addr->sin_family = AF_INET;
+  addr->sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, cfg.host, &addr->sin_addr) != 1) usage();
+}
+
+static const char *const modes[] = { "pingpong", "bulk", "connstorm", "idle" };
+static const char *const units[] = { "req/s", "MiB/s", "conn/s", "conn" };
+
+static double amount(const worker *w) {
+  return cfg.mode == BULK ? w->bytes / (1024 * 1024) : (double)w->done;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n) {
+  double *t = malloc((size_t)n * sizeof *t), m;
+  memcpy(t, v, (size_t)n * sizeof *t);
+  qsort(t, (size_t)n, sizeof *t, cmp_double);
+  m = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  free(t);
+  return m;
+}
+
+static uint64_t total_of(const uint64_t *hist) {
+  uint64_t total = 0;
+  for (int b = 0; b < NBUCKETS; b++) total += hist[b];
+  return total;
+}
+
+/* --port2: the two workers take turns, a slice each: P Q P Q ... P.
+   Each Q slice is compared with the P slices on either side of it, so a
+   steady drift of the machine's speed cancels out. */
+static int alternate(worker *ws) {
+  int warm = (int)ceil(cfg.warmup / (2 * cfg.slice) - 1e-9);
+  int pairs = (int)ceil(cfg.duration / (2 * cfg.slice) - 1e-9);
+  double *rate[2], *ratio;
+  char *buf = malloc(65536);
+  if (pairs < 1) pairs = 1;
+  rate[0] = calloc((size_t)pairs + 1, sizeof(double));
+  rate[1] = calloc((size_t)pairs + 1, sizeof(double));
+  ratio = calloc((size_t)pairs, sizeof(double));
+  setup(&ws[0]);
+  setup(&ws[1]);
+  t_end = HUGE_VAL;
+  for (int k = 0; k < 2 * (warm + pairs) + 1; k++) {
+    int g = k % 2, i = k / 2 - warm;
+    worker *w = &ws[g];
+    double before = amount(w), t0 = now();
+    t_count = i < 0 ? HUGE_VAL : t0;   /* warm-up slices count nothing */
+    run(w, buf, t0 + cfg.slice);
+    if (i >= 0) rate[g][i] = (amount(w) - before) / (now() - t0);
+  }
+  for (int i = 0; i < pairs; i++) {
+    double p = (rate[0][i] + rate[0][i + 1]) / 2;
+    ratio[i] = p > 0 ? rate[1][i] / p : 0;
+  }
+  uint64_t errors = ws[0].errors + ws[1].errors;
+  double r0 = median(rate[0], pairs + 1), r1 = median(rate[1], pairs), q = median(ratio, pairs);
+  uint64_t n0 = total_of(ws[0].hist), n1 = total_of(ws[1].hist);
+  printf("%s: %d connections, %d-byte messages, %d pairs of %.2f s slices after %d warm-up pairs\n",
+         modes[cfg.mode], cfg.conns, cfg.size, pairs, cfg.slice, warm);
+  for (int g = 0; g < 2; g++)
+    printf("port %d: %.1f %s (median slice), latency p50 %.0f us, p99 %.0f us\n",
+           g ? cfg.port2 : cfg.port, g ? r1 : r0, units[cfg.mode],
+           percentile(ws[g].hist, g ? n1 : n0, 0.5), percentile(ws[g].hist, g ? n1 : n0, 0.99));
+  printf("port %d / port %d: median %.3f of pairs", cfg.port2, cfg.port, q);
+  for (int p = 0; p < pairs; p++) printf(" %.3f", ratio[p]);
+  printf("\n%llu errors\n", (unsigned long long)errors);
+  printf("RESULT mode=%s conns=%d size=%d rate=%.1f rate2=%.1f ratio=%.4f unit=%s p50_us=%.0f "
+         "p99_us=%.0f p50_us2=%.0f p99_us2=%.0f errors=%llu ratios=",
+         modes[cfg.mode], cfg.conns, cfg.size, r0, r1, q, units[cfg.mode],
+         percentile(ws[0].hist, n0, 0.5), percentile(ws[0].hist, n0, 0.99),
+         percentile(ws[1].hist, n1, 0.5), percentile(ws[1].hist, n1, 0.99),
+         (unsigned long long)errors);
+  for (int p = 0; p < pairs; p++) printf("%s%.4f", p ? "," : "", ratio[p]);
+  printf("\n");
+  free(buf);
+  free(rate[0]);
+  free(rate[1]);
+  free(ratio);
+  return errors ? 1 : 0;
 }
 
 int main(int argc, char **argv) {
-  static const char *modes[] = { "pingpong", "bulk", "connstorm", "idle" };
-  static const char *units[] = { "req/s", "MiB/s", "conn/s", "conn" };
   struct rlimit rl;
   parse(argc, argv);
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {   /* thousands of connections */
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (cfg.port2) {
+    worker *ws = calloc(2, sizeof *ws);
+    conn *conns = calloc(2 * (size_t)cfg.conns, sizeof *conns);
+    for (int g = 0; g < 2; g++) {
+      address(&ws[g].addr, g ? cfg.port2 : cfg.port);
+      ws[g].count = cfg.conns;
+      ws[g].conns = conns + g * cfg.conns;
+      for (int i = 0; i < cfg.conns; i++) ws[g].conns[i].id = i;
+    }
+    return alternate(ws);
   }
   worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
   conn *conns = calloc((size_t)cfg.conns, sizeof *conns);
@@ -400,6 +594,7 @@ int main(int argc, char **argv) {
   t_end = t_count + cfg.duration;
   if (cfg.mode == IDLE) t_end = t_start + 3600;
   for (int t = 0, first = 0; t < cfg.threads; t++) {
+    address(&ws[t].addr, cfg.port);
     ws[t].first = first;
     ws[t].count = cfg.conns / cfg.threads + (t < cfg.conns % cfg.threads);
     ws[t].conns = conns + first;
@@ -430,8 +625,7 @@ int main(int argc, char **argv) {
            (unsigned long long)done, (unsigned long long)errors);
     return errors ? 1 : 0;
   }
-  uint64_t total = 0;
-  for (int b = 0; b < NBUCKETS; b++) total += hist[b];
+  uint64_t total = total_of(hist);
   double rate = cfg.mode == BULK ? bytes / cfg.duration / (1024 * 1024) : (double)done / cfg.duration;
   printf("%s: %d connections, %d-byte messages, %.1f s after %.1f s warm-up\n",
          modes[cfg.mode], cfg.conns, cfg.size, cfg.duration, cfg.warmup);

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # bench/run.sh -- reverb against the project's C reference, in one run.
 #
-#   make bench          every scenario, 9 rounds each (about 5 minutes)
-#   make bench-quick    three scenarios, 3 rounds each (under a minute)
+#   make bench          every scenario (about 3 minutes)
+#   make bench-quick    three scenarios, fewer slices (under a minute)
 #
 # For each scenario the C reference (bench/build/c_echo, a tight epoll echo
-# server) and `reverb serve` are both started afresh, pinned to core 0, and the
-# load generator (bench/build/loadgen, pinned to core 1) alternates between
-# them round by round, in the order C R R C C R ...  Each round gives a
-# ratio reverb / C from two runs a few seconds apart; the table prints the
-# median of the rates and the median of the ratios.  On a shared machine
-# whose speed drifts by tens of percent from minute to minute, the ratio of
-# neighbouring runs is what stays put; compare ratios, not rates, across
-# runs.
+# server) and `reverb serve` are both started afresh, pinned to core 0, and
+# the load generator (bench/build/loadgen, pinned to core 1) alternates
+# between them in slices of a fraction of a second, C R C R ... C, each
+# slice letting its work in flight finish before the next begins (see
+# loadgen --port2).  Each reverb slice gives a ratio to the mean of the C
+# slices on either side; the table prints the median slice rates and the
+# median of those ratios.  This machine's speed drifts by tens of percent
+# from one second to the next, so two runs of several seconds each,
+# however many, compare two different machines; neighbouring slices
+# compare the same one.  Compare ratios, not rates, across runs.
 #
 # Results also go to bench/results.txt, the ping-pong figures to
 # bench/pingpong.dat and their chart to bench/pingpong.svg (bench/chart.sh,
@@ -29,13 +31,16 @@ SERVER_CPU=0
 CLIENT_CPU=1
 if [ "$(nproc)" -lt 2 ]; then SERVER_CPU=0; CLIENT_CPU=0; fi
 
+# Scenarios: mode, connections, message size, slice length (s), pairs.
+# 5,000 connections take tens of milliseconds to start and to drain, so
+# their slices are longer.
 if [ $QUICK = 1 ]; then
-  ROUNDS=3 DURATION=1.5 WARMUP=0.3
-  SCENARIOS=("pingpong 50 64" "pingpong 500 64" "bulk 10 65536")
+  WARMUP=0.4
+  SCENARIOS=("pingpong 50 64 0.2 10" "pingpong 500 64 0.2 10" "bulk 10 65536 0.25 8")
 else
-  ROUNDS=9 DURATION=1.2 WARMUP=0.5
-  SCENARIOS=("pingpong 1 64" "pingpong 50 64" "pingpong 500 64" "pingpong 5000 64"
-             "bulk 10 65536" "connstorm 50 64")
+  WARMUP=0.8
+  SCENARIOS=("pingpong 1 64 0.2 25" "pingpong 50 64 0.2 30" "pingpong 500 64 0.2 30"
+             "pingpong 5000 64 0.6 15" "bulk 10 65536 0.25 20" "connstorm 50 64 0.25 20")
 fi
 
 tmp=$(mktemp -d)
@@ -77,21 +82,21 @@ stop() {
   pids=("${kept[@]}")   # cleanup must not signal a number the system reuses
 }
 
-# measure NAME MODE CONNS SIZE: one run of the load generator against a
-# started server; prints its rate (0 when it failed).
-measure() {
-  local name=$1 mode=$2 conns=$3 size=$4 var="PORT_$1" pin="taskset -c $CLIENT_CPU"
-  [ "$name" = workers2 ] && pin=""
-  local out
-  out=$($pin $LOADGEN --host 127.0.0.1 --port "${!var}" --mode "$mode" --conns "$conns" \
-        --size "$size" --duration $DURATION --warmup $WARMUP 2>>"$tmp/loadgen.err" | tail -1) || true
-  echo "$name $out" >>"$tmp/raw"
-  local rate
-  rate=$(echo "$out" | sed -n 's/.* rate=\([0-9.]*\).*/\1/p')
-  echo "${rate:-0}"
+# compare A B MODE CONNS SIZE SLICE PAIRS: the load generator alternating
+# between the started servers A and B; sets RATE_A, RATE_B, RATIO (B / A)
+# and RATIOS (each slice's, comma-separated).
+compare() {
+  local a=$1 b=$2 mode=$3 conns=$4 size=$5 slice=$6 pairs=$7 out
+  local pa="PORT_$a" pb="PORT_$b"
+  out=$(taskset -c $CLIENT_CPU $LOADGEN --host 127.0.0.1 --port "${!pa}" --port2 "${!pb}" \
+        --mode "$mode" --conns "$conns" --size "$size" --slice "$slice" --warmup $WARMUP \
+        --duration "$(awk -v s="$slice" -v p="$pairs" 'BEGIN { print 2 * s * p }')" \
+        2>>"$tmp/loadgen.err" | tail -1) || true
+  echo "$a/$b $out" >>"$tmp/raw"
+  field() { echo "$out" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+  RATE_A=$(field rate); RATE_B=$(field rate2); RATIO=$(field ratio); RATIOS=$(field ratios)
+  RATE_A=${RATE_A:-0}; RATE_B=${RATE_B:-0}; RATIO=${RATIO:-0}
 }
-
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print 0 }'; }
 
 # idle_rss NAME: RSS per held connection, in bytes, above the empty server.
 idle_rss() {
@@ -122,61 +127,44 @@ printf '%-24s %14s %14s %8s  %s\n' scenario "C reference" reverb "reverb/C" unit
   tee bench/results.txt
 declare -A unit=([pingpong]="req/s" [bulk]="MiB/s" [connstorm]="conn/s")
 chart="$tmp/chart.dat"
+row() {   # row LABEL C R RATIO UNIT
+  printf '%-24s %14s %14.0f %7.2fx  %s\n' "$1" "$2" "$3" "$4" "$5" | tee -a bench/results.txt
+}
 for sc in "${SCENARIOS[@]}"; do
-  read -r mode conns size <<<"$sc"
+  read -r mode conns size slice pairs <<<"$sc"
   # Fresh servers for each scenario: what one leaves behind (a heap that
   # held 5,000 connections) is not the next one's measurement.
   start c
   start reverb
-  : >"$tmp/c"; : >"$tmp/r"; : >"$tmp/q"
-  for i in $(seq 1 $ROUNDS); do
-    if [ $((i % 2)) = 1 ]; then
-      c=$(measure c "$mode" "$conns" "$size"); r=$(measure reverb "$mode" "$conns" "$size")
-    else
-      r=$(measure reverb "$mode" "$conns" "$size"); c=$(measure c "$mode" "$conns" "$size")
-    fi
-    echo "$c" >>"$tmp/c"; echo "$r" >>"$tmp/r"
-    awk -v r="$r" -v c="$c" 'BEGIN { print (c > 0 ? r / c : 0) }' >>"$tmp/q"
-  done
-  { printf '%s:' "$mode $conns"; paste -d/ "$tmp/r" "$tmp/c" | awk '{ printf " %s", $1 }'; echo; } \
-    >>"$tmp/rounds"
-  c=$(median <"$tmp/c"); r=$(median <"$tmp/r"); q=$(median <"$tmp/q")
-  printf '%-24s %14.0f %14.0f %7.2fx  %s\n' "$mode $conns x ${size}B" "$c" "$r" "$q" \
-    "${unit[$mode]}" | tee -a bench/results.txt
-  [ "$mode" = pingpong ] && echo "$conns $c $r" >>"$chart"
+  compare c reverb "$mode" "$conns" "$size" "$slice" "$pairs"
+  row "$mode $conns x ${size}B" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "${unit[$mode]}"
+  echo "$mode $conns: $RATIOS" | tr ',' ' ' >>"$tmp/rounds"
+  [ "$mode" = pingpong ] && echo "$conns $RATE_A $RATE_B" >>"$chart"
   stop c
   stop reverb
 done
 
-# examples/echo_server.lua: the loop behind a handler written in Lua, by
-# the same alternation against the C reference.
-start c
-start example
-: >"$tmp/e"; : >"$tmp/q"
-for i in $(seq 1 $(( (ROUNDS + 1) / 2 ))); do
-  c=$(measure c pingpong 50 64); e=$(measure example pingpong 50 64)
-  echo "$e" >>"$tmp/e"
-  awk -v r="$e" -v c="$c" 'BEGIN { print (c > 0 ? r / c : 0) }' >>"$tmp/q"
+# examples/echo_server.lua: the same server with its handler a Lua loop,
+# read_some then write, where reverb serve's is conn:pipe(conn).
+for conns in 50 500; do
+  [ $QUICK = 1 ] && [ "$conns" = 500 ] && continue
+  start c
+  start example
+  compare c example pingpong "$conns" 64 0.2 $([ $QUICK = 1 ] && echo 10 || echo 25)
+  row "echo_server.lua $conns x 64B" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "req/s (handler in Lua)"
+  echo "echo_server.lua $conns: $RATIOS" | tr ',' ' ' >>"$tmp/rounds"
+  stop c
+  stop example
 done
-printf '%-24s %14s %14.0f %7.2fx  %s\n' "echo_server.lua 50" "" "$(median <"$tmp/e")" \
-  "$(median <"$tmp/q")" "req/s" | tee -a bench/results.txt
-stop c
-stop example
 
 if [ $QUICK = 0 ]; then
-  # --workers 2 next to one pinned process: on two cores the workers share
-  # them with the load generator, so nothing is pinned here.
+  # --workers 2 against one pinned process: the two workers are not
+  # pinned, so one of them shares its core with the load generator.
   start reverb
   start workers2
-  : >"$tmp/w"; : >"$tmp/q"
-  for i in $(seq 1 3); do
-    r=$(measure reverb pingpong 50 64); w=$(measure workers2 pingpong 50 64)
-    echo "$w" >>"$tmp/w"
-    awk -v r="$w" -v c="$r" 'BEGIN { print (c > 0 ? r / c : 0) }' >>"$tmp/q"
-  done
-  printf '%-24s %14s %14.0f %7.2fx  %s\n' "--workers 2, 50 conns" "" "$(median <"$tmp/w")" \
-    "$(median <"$tmp/q")" "req/s, ratio to one pinned reverb (unpinned: shares the load generator's core)" |
-    tee -a bench/results.txt
+  compare reverb workers2 pingpong 50 64 0.2 15
+  row "--workers 2, 50 conns" "" "$RATE_B" "$RATIO" \
+    "req/s, ratio to one pinned reverb (one worker shares the load generator's core)"
   stop reverb
   stop workers2
   cr=$(idle_rss c); rr=$(idle_rss reverb)
@@ -188,11 +176,11 @@ errors=$(grep -c 'errors=[1-9]' "$tmp/raw" || true)
 {
   echo
   echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-  echo "rounds: $ROUNDS x ${DURATION}s after ${WARMUP}s warm-up, alternating C R R C ...;" \
-       "servers on core $SERVER_CPU, load on core $CLIENT_CPU"
+  echo "servers on core $SERVER_CPU, load generator on core $CLIENT_CPU, alternating C R C R ... C" \
+       "in slices (${WARMUP}s of them first, not counted)"
   echo "load generator runs with errors: $errors"
 } | tee -a bench/results.txt
-{ echo; echo "each round, reverb/C:"; cat "$tmp/rounds"; } >>bench/results.txt
+{ echo; echo "each reverb slice / the C slices around it:"; cat "$tmp/rounds"; } >>bench/results.txt
 [ -s "$tmp/loadgen.err" ] && sed 's/^/  /' "$tmp/loadgen.err" | sort | uniq -c | head -5
 
 # The chart is the README's: only a full run redraws it.
