@@ -39,8 +39,8 @@ if [ $QUICK = 1 ]; then
   SCENARIOS=("pingpong 50 64 0.2 10" "pingpong 500 64 0.2 10" "bulk 10 65536 0.25 8")
 else
   WARMUP=0.8
-  SCENARIOS=("pingpong 1 64 0.2 25" "pingpong 50 64 0.2 30" "pingpong 500 64 0.2 30"
-             "pingpong 5000 64 0.6 15" "bulk 10 65536 0.25 20" "connstorm 50 64 0.25 20")
+  SCENARIOS=("pingpong 1 64 0.2 25" "pingpong 50 64 0.2 40" "pingpong 500 64 0.2 50"
+             "pingpong 5000 64 0.6 25" "bulk 10 65536 0.25 20" "connstorm 50 64 0.25 20")
 fi
 
 tmp=$(mktemp -d)

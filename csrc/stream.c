@@ -1,6 +1,6 @@
 /*
- * stream.c -- the hot half of reverb.stream: its reads, its writes and its
- * waits, in C.  lua/reverb/stream.lua keeps the object itself (a table,
+ * stream.c -- the hot half of reverb.stream: its reads, its writes, its
+ * pipe and its waits, in C.  lua/reverb/stream.lua keeps the object itself (a table,
  * so scripts can hang their own fields on a connection), the write lock
  * queue and close.
  *
@@ -14,8 +14,9 @@
  *
  * The read buffer holds what was received and not yet read, buf[head,
  * tail).  Every recv lands in a scratch buffer first; read_some with
- * nothing buffered (the echo path) returns straight from it, the other
- * reads append it to the buffer and answer from there.  A delimiter search
+ * nothing buffered returns straight from it, and pipe sends straight
+ * from it (the echo path: no Lua string at all); the other reads append
+ * it to the buffer and answer from there.  A delimiter search
  * remembers how far it looked (`scanned`), so a long line arriving in
  * small pieces is searched once, not once per piece.
  *
