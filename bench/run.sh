@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh -- reverb against the project's C reference, in one run.
 #
-#   make bench          every scenario (about 2 minutes)
+#   make bench          every scenario (about 3 minutes)
 #   make bench-quick    three scenarios, fewer slices (under a minute)
 #
 # For each scenario the C reference (bench/build/c_echo, a tight epoll echo
