@@ -87,12 +87,20 @@ RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
 extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
 extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 
-/* sched.c and stream.c: the scheduler's record of the running task, and
-   the marker a task yields to park (its address is the marker). */
+/* sched.c and stream.c: the scheduler's record of the running task, the
+   marker a task yields to park (its address is the marker), and where the
+   objects of the task parked on each descriptor live, so that dispatch
+   can prefetch them (rv_sched_hint; addresses only, never dereferenced). */
+typedef struct rv_hint {
+  uintptr_t task, state, sock, self;   /* lua_State, stream state, socket, stream table */
+} rv_hint;
 typedef struct rv_sched {
   lua_State *current;   /* the task being resumed; NULL at top level */
+  rv_hint *hints;       /* indexed by descriptor; nhints of them */
+  int nhints;
 } rv_sched;
 extern RV_HIDDEN const char rv_sched_wait;
+RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);
 RV_HIDDEN void rv_stream_meta(lua_State *L);
 RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int hup);
 RV_HIDDEN int rv_stream_api(lua_State *L);

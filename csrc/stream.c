@@ -40,7 +40,7 @@
 typedef struct rv_stream {
   const char *tag;           /* &streamtag: marks a stream state (see tostate) */
   rv_socket *sock;           /* kept alive as the user value; fd -1 once closed */
-  const rv_sched *sched;     /* the loop's, and its scratch buffer: both held */
+  rv_sched *sched;           /* the loop's, and its scratch buffer: both held */
   char *scratch;             /* by the upvalues of the functions below */
   char *buf;                 /* received, not read yet: buf[head, tail) */
   size_t head, tail, cap;
@@ -270,12 +270,18 @@ static ssize_t receive(lua_State *L, rv_stream *s, char *scratch) {
    ready, false: timed out, "closed") and the caller goes on in a loop. */
 static int park_reader(lua_State *L, const rv_stream *s) {
   int fd = s->sock->fd;
+  rv_hint h;
   if (s->timeout >= 0 || L != s->sched->current) return 0;
   if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) != LUA_TNIL) {
     lua_pop(L, 1);   /* someone waits already: loop.wait says who is wrong */
     return 0;
   }
   lua_pop(L, 1);
+  h.task = (uintptr_t)L;
+  h.state = (uintptr_t)s;
+  h.sock = (uintptr_t)s->sock;
+  h.self = (uintptr_t)lua_topointer(L, I_SELF);
+  rv_sched_hint(s->sched, fd, &h);
   lua_pushthread(L);
   lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
   lua_pushlightuserdata(L, (void *)&rv_sched_wait);
@@ -618,7 +624,7 @@ static int s_new(lua_State *L) {
   memset(s, 0, sizeof *s);
   s->tag = &streamtag;
   s->sock = sock;
-  s->sched = (const rv_sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
+  s->sched = (rv_sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
   s->scratch = (char *)lua_touserdata(L, lua_upvalueindex(UV_SCRATCH));
   s->max_line = (size_t)max_line;
   s->timeout = timeout;
