@@ -663,6 +663,24 @@ void rv_stream_mark(lua_State *L, int idx, int hup) {
   if (hup) s->hup = 1;
 }
 
+/* rebind(api, readers): points every function of api (this table of
+   functions) at a new readers table, once the loop has rebuilt its own
+   at a smaller size (loop.lua's compact). */
+static int s_rebind(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    if (lua_iscfunction(L, -1) && lua_getupvalue(L, -1, UV_READERS) != NULL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, 2);
+      lua_setupvalue(L, -2, UV_READERS);
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
 static const luaL_Reg funcs[] = {
   { "new", s_new },
   { "read_some", s_read_some },
@@ -677,6 +695,7 @@ static const luaL_Reg funcs[] = {
   { "lock", s_lock },
   { "settimeout", s_settimeout },
   { "getstats", s_getstats },
+  { "rebind", s_rebind },
   { NULL, NULL }
 };
 

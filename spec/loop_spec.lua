@@ -130,6 +130,78 @@ function TestLoop.test_waits_with_a_timeout_reuse_one_timer_per_socket()
   lu.assertTrue(loop.timers() - before <= 2, (loop.timers() - before) .. " timers left")
 end
 
+function TestLoop.test_memory_comes_back_after_a_spike_of_connections()
+  -- regression: the tables that grow with the connections (the loop's
+  -- descriptor-indexed ones, its tasks, a server's client list) kept the
+  -- size of the largest spike for good
+  local function heap_kib()
+    reverb.sleep(0)          -- a turn of the loop, where its tables are rebuilt
+    collectgarbage()
+    collectgarbage()
+    return collectgarbage("count")
+  end
+  local srv <close> = reverb.serve(0, H.echo_lines)
+  -- n clients at once, each waiting for its echo in a task; returns the
+  -- heap at the height of the spike
+  local function spike(n)
+    local clients, done = {}, 0
+    for i = 1, n do
+      -- no timeout: a wait's timer entry stays in the heap until its
+      -- deadline (see the next test), which would count here
+      local c = reverb.connect("127.0.0.1", srv.port)
+      clients[i] = c
+      reverb.spawn(function()
+        lu.assertEquals(c:read_line(), "ping " .. i)
+        done = done + 1
+      end)
+    end
+    while #srv:clients() < n do reverb.sleep(0.001) end
+    local peak = heap_kib()
+    for i = 1, n do clients[i]:write("ping ", i, "\n") end
+    while done < n do reverb.sleep(0.001) end
+    for i = 1, n do clients[i]:close() end
+    while #srv:clients() > 0 do reverb.sleep(0.001) end
+    return peak
+  end
+  local before, peak, after
+  H.within(30, function()
+    spike(80)                -- fills the pool of finished tasks' coroutines (kept)
+    before = heap_kib()
+    peak = spike(400)
+    after = heap_kib()
+    local c <close> = reverb.connect("127.0.0.1", srv.port)   -- and all still works
+    c:settimeout(5 * H.SLOW)
+    c:write("after\n")
+    lu.assertEquals(c:read_line(), "after")
+  end)
+  lu.assertTrue(peak - before > 500, "the spike held only " .. (peak - before) .. " KiB")
+  lu.assertTrue(after - before < 32, (after - before) .. " KiB still held after the spike")
+end
+
+function TestLoop.test_a_closed_stream_is_not_held_by_its_pending_timeout()
+  -- regression: the timer entry of a wait with a deadline held its stream
+  -- until the deadline, so a busy server with a long idle timeout kept
+  -- every connection it closed within that time
+  local seen = setmetatable({}, { __mode = "k" })
+  H.within(5, function()
+    local p = H.stream_pair { timeout = 60 }
+    local y = p[2]
+    seen[y] = true
+    local ended = false
+    reverb.spawn(function()                      -- waits, its deadline a minute away
+      H.raises("EBADF", y.read_some, y)
+      ended = true
+    end)
+    reverb.sleep(0.01)
+    lu.assertTrue(loop.timers() > 0)
+    getmetatable(p).__close(p)
+    while not ended do reverb.sleep(0.001) end   -- the reader saw the close
+  end)                                           -- and nothing else holds the pair
+  collectgarbage()
+  collectgarbage()
+  lu.assertNil(next(seen), "the closed stream is still held")
+end
+
 function TestLoop.test_a_moved_deadline_still_times_out()
   local p <close> = H.stream_pair()
   local x, y = p[1], p[2]

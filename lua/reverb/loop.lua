@@ -46,6 +46,17 @@ local watchers = setmetatable({}, { __mode = "v" })
 -- fd -> the task (or MAIN) waiting to read / to write on it. Indexed by
 -- descriptor, so the dispatcher finds a waiter with one array lookup.
 local readers, writers = {}, {}
+-- Those three grow with the highest descriptor and never shrink by
+-- themselves (Lua resizes a table only when a new key does not fit), so
+-- after a spike of connections they would keep their size for good, and
+-- the collector walk every empty slot on each cycle. When the watchers
+-- left fall to an eighth of the most there were (at least COMPACT_MIN),
+-- the next turn of the loop rebuilds them, and the other tables that grew
+-- with the connections, at the size of what is left (compact, below).
+local nwatched, most = 0, 0
+local compact_due = false
+local COMPACT_MIN = 256
+local streams_api         -- stream.c's functions, which hold readers too
 local tasks = {}          -- task -> true (daemon tasks: "daemon")
 local ntasks = 0          -- live non-daemon tasks: run() returns at 0
 local timers = heap.new()
@@ -212,14 +223,14 @@ local function add_timer(t, co)
   heap.push(timers, { t = t, co = co })
 end
 
-local function watcher_timer(w, q, who, deadline)
+local function watcher_timer(w, write, who, deadline)
   local e = w.timer
   if e and e.live and e.t <= deadline then
-    e.due, e.co, e.q = deadline, who, q
+    e.due, e.co, e.write = deadline, who, write
     return e
   end
   if e then e.live = false end   -- one that would fire too late: replaced
-  e = { t = deadline, due = deadline, co = who, w = w, q = q, live = true }
+  e = { t = deadline, due = deadline, co = who, w = w, write = write, live = true }
   w.timer = e
   heap.push(timers, e)
   return e
@@ -246,7 +257,7 @@ function M.wait(w, dir, deadline)
   end
   q[fd] = who
   if not deadline then return suspend(who) end
-  local e = watcher_timer(w, q, who, deadline)
+  local e = watcher_timer(w, q == writers, who, deadline)
   local r = suspend(who)
   e.co = nil
   return r
@@ -259,13 +270,46 @@ M.park = suspend
 -- reads park on `readers` as wait() does, and wait with a deadline or at
 -- top level through wait() itself.
 function M.streams(slow_write)
-  return sched.streams(readers, M.wait, slow_write)
+  streams_api = sched.streams(readers, M.wait, slow_write)
+  return streams_api
 end
 
--- Drops the watcher of fd and wakes its waiters: they see "closed".
+-- Rebuilds the tables that grow with the connections (the three indexed
+-- by descriptor, the tasks, the run queue) at the size of what they
+-- hold. Only between turns: dispatch holds the old ones while it runs.
+local function compact()
+  local r, wr, ws, ts = {}, {}, setmetatable({}, { __mode = "v" }), {}
+  for fd, v in pairs(readers) do r[fd] = v end
+  for fd, v in pairs(writers) do wr[fd] = v end
+  nwatched = 0
+  for fd, v in pairs(watchers) do
+    ws[fd] = v
+    nwatched = nwatched + 1
+  end
+  for co, kind in pairs(tasks) do ts[co] = kind end
+  local q, a, n = {}, {}, 0
+  for i = qhead, qtail do
+    n = n + 1
+    q[n], a[n] = runq[i], rargs[i]
+  end
+  readers, writers, watchers, tasks = r, wr, ws, ts
+  runq, rargs, qhead, qtail = q, a, 1, n
+  if streams_api then streams_api.rebind(streams_api, readers) end
+  most, compact_due = nwatched, false
+end
+
+-- Drops the watcher of fd and wakes its waiters: they see "closed". Its
+-- timer entry, which waits in the heap until its deadline, lets go of it,
+-- or a closed connection would be held for as long as its timeout.
 local function forget(w, fd)
+  local e = w.timer
+  if e then
+    e.live, e.co, e.w, w.timer = false, nil, nil, nil
+  end
   w.fd = nil
   watchers[fd] = nil
+  nwatched = nwatched - 1
+  if most >= COMPACT_MIN and nwatched * 8 < most then compact_due = true end
   local r, wr = readers[fd], writers[fd]
   readers[fd], writers[fd] = nil, nil
   if r then wake(r, "closed") end
@@ -280,6 +324,10 @@ function M.watch(w, fd, mode)
   -- unwatched (its socket was closed under it): it is closed now.
   local old = watchers[fd]
   if old and old ~= w then forget(old, fd) end
+  if old ~= w then
+    nwatched = nwatched + 1
+    if nwatched > most then most = nwatched end
+  end
   w.fd = fd
   w.mode_level = mode ~= nil and mode ~= "edge"
   watchers[fd] = w
@@ -334,7 +382,7 @@ local function fire_timers(t)
       heap.push(timers, e)
     else
       e.live = false
-      local fd, q = w.fd, e.q
+      local fd, q = w.fd, e.write and writers or readers
       if co and fd and q[fd] == co then
         e.co, q[fd] = nil, nil
         resume_waiter(co, false)
@@ -379,6 +427,7 @@ function step(from_run)
   local _, top = dispatch(getpoller(), timeout, watchers, readers, writers, settle)
   if top then main_woken, main_value = true, true end
   if timers.size > 0 then fire_timers(now()) end
+  if compact_due then compact() end
   stepping = false
 end
 
@@ -418,6 +467,7 @@ function M.after_fork()
   if poller then poller:close() end
   poller = nil
   watchers = setmetatable({}, { __mode = "v" })
+  nwatched, most, compact_due = 0, 0, false
   for fd in pairs(readers) do readers[fd] = nil end   -- kept: streams hold it
   for fd in pairs(writers) do writers[fd] = nil end
   tasks, ntasks, timers = {}, 0, heap.new()

@@ -35,6 +35,26 @@ local function capture(e)
   return traceback(tostring(e), 2)
 end
 
+-- The client list is a table keyed by connection, which does not shrink
+-- by itself: when the clients left are an eighth of the most there were
+-- (at least 256), it is rebuilt at the size of what is left.
+local function add_client(srv, conn)
+  srv._clients[conn] = true
+  srv._nclients = srv._nclients + 1
+  if srv._nclients > srv._most then srv._most = srv._nclients end
+end
+
+local function drop_client(srv, conn)
+  srv._clients[conn] = nil
+  local n = srv._nclients - 1
+  srv._nclients = n
+  if srv._most >= 256 and n * 8 < srv._most then
+    local t = {}
+    for c in pairs(srv._clients) do t[c] = true end
+    srv._clients, srv._most = t, n
+  end
+end
+
 -- The task of one client: on_open, the handler, then the clean-up, which
 -- runs whatever the handler (or a hook) did.
 local function client_main(srv, conn)
@@ -42,7 +62,7 @@ local function client_main(srv, conn)
   if srv.on_open then ok, err = xpcall(srv.on_open, capture, conn) end
   if ok then ok, err = xpcall(srv.handler, capture, conn, srv) end
   local closed_under_it = conn.closed
-  srv._clients[conn] = nil
+  drop_client(srv, conn)
   conn:close()
   if srv.on_close then srv.on_close(conn) end
   if ok or closed_under_it then return end
@@ -62,7 +82,7 @@ local function start_client(srv, c, host, port)
   end
   local conn = stream.new(c, peer, srv.opts)
   conn:settimeout(srv.idle_timeout)
-  srv._clients[conn] = true
+  add_client(srv, conn)
   loop.spawn_pooled(client_main, srv, conn)
 end
 
@@ -147,7 +167,7 @@ local function serve(opts, handler)
                       { __index = opts })
   local sock = listen(opts)
   local srv = setmetatable({
-    socket = sock, handler = handler, opts = opts, _clients = {},
+    socket = sock, handler = handler, opts = opts, _clients = {}, _nclients = 0, _most = 0,
     unix = opts.unix, idle_timeout = opts.idle_timeout,
     log = opts.log or default_log, on_open = opts.on_open, on_close = opts.on_close,
   }, Server)
