@@ -249,26 +249,31 @@ static int l_dispatch(lua_State *L) {
   return 2;
 }
 
-static int l_sched_gc(lua_State *L) {
-  sched *S = (sched *)lua_touserdata(L, 1);
+/* __gc of the scheduler, and drop_hints(): frees the hints, which park
+   makes again as tasks wait (the loop drops them with its tables after
+   a spike of connections, when they would hold one per descriptor the
+   spike reached). */
+static int l_drop_hints(lua_State *L) {
+  sched *S = (sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
   free(S->hints);
   S->hints = NULL;
   S->nhints = 0;
   return 0;
 }
 
-/* core.scheduler() -> { resume, park, dispatch, streams, WAIT }, sharing
-   one record of the running task.  streams(...) makes the C half of
+/* core.scheduler() -> { resume, park, dispatch, drop_hints, streams,
+   WAIT }, sharing one record of the running task.  streams(...) makes the C half of
    reverb.stream for this scheduler (csrc/stream.c). */
 static int l_scheduler(lua_State *L) {
   sched *S;
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   S = (sched *)lua_newuserdatauv(L, sizeof *S, 0);
   S->current = NULL;
   S->hints = NULL;
   S->nhints = 0;
   lua_createtable(L, 0, 1);   /* its metatable: __gc frees the hints */
-  lua_pushcfunction(L, l_sched_gc);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_drop_hints, 1);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
@@ -280,6 +285,9 @@ static int l_scheduler(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_dispatch, 1);
   lua_setfield(L, -3, "dispatch");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_drop_hints, 1);
+  lua_setfield(L, -3, "drop_hints");
   rv_stream_meta(L);   /* streams' second upvalue: the states' metatable */
   lua_pushcclosure(L, rv_stream_api, 2);
   lua_setfield(L, -2, "streams");

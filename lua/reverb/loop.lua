@@ -295,6 +295,7 @@ local function compact()
   readers, writers, watchers, tasks = r, wr, ws, ts
   runq, rargs, qhead, qtail = q, a, 1, n
   if streams_api then streams_api.rebind(streams_api, readers) end
+  sched.drop_hints()        -- csrc/sched.c's, one per descriptor: made again as tasks park
   most, compact_due = nwatched, false
 end
 
