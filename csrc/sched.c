@@ -262,8 +262,8 @@ static int l_drop_hints(lua_State *L) {
 }
 
 /* core.scheduler() -> { resume, park, dispatch, drop_hints, streams,
-   WAIT }, sharing one record of the running task.  streams(...) makes the C half of
-   reverb.stream for this scheduler (csrc/stream.c). */
+   WAIT }, sharing one record of the running task.  streams(...) makes the
+   C half of reverb.stream for this scheduler (csrc/stream.c). */
 static int l_scheduler(lua_State *L) {
   sched *S;
   lua_createtable(L, 0, 6);
