@@ -265,6 +265,13 @@ static int l_drop_hints(lua_State *L) {
    WAIT }, sharing one record of the running task.  streams(...) makes the
    C half of reverb.stream for this scheduler (csrc/stream.c). */
 static int l_scheduler(lua_State *L) {
+  static const luaL_Reg funcs[] = {   /* each with the scheduler as upvalue */
+    { "resume", l_resume },
+    { "park", l_park },
+    { "dispatch", l_dispatch },
+    { "drop_hints", l_drop_hints },
+    { NULL, NULL }
+  };
   sched *S;
   lua_createtable(L, 0, 6);
   S = (sched *)lua_newuserdatauv(L, sizeof *S, 0);
@@ -277,20 +284,10 @@ static int l_scheduler(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_pushcclosure(L, l_resume, 1);
-  lua_setfield(L, -3, "resume");
-  lua_pushvalue(L, -1);
-  lua_pushcclosure(L, l_park, 1);
-  lua_setfield(L, -3, "park");
-  lua_pushvalue(L, -1);
-  lua_pushcclosure(L, l_dispatch, 1);
-  lua_setfield(L, -3, "dispatch");
-  lua_pushvalue(L, -1);
-  lua_pushcclosure(L, l_drop_hints, 1);
-  lua_setfield(L, -3, "drop_hints");
   rv_stream_meta(L);   /* streams' second upvalue: the states' metatable */
   lua_pushcclosure(L, rv_stream_api, 2);
-  lua_setfield(L, -2, "streams");
+  lua_setfield(L, -3, "streams");
+  luaL_setfuncs(L, funcs, 1);
   lua_pushlightuserdata(L, (void *)&WAIT);
   lua_setfield(L, -2, "WAIT");
   return 1;
