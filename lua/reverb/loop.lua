@@ -50,12 +50,11 @@ local readers, writers = {}, {}
 -- themselves (Lua resizes a table only when a new key does not fit), so
 -- after a spike of connections they would keep their size for good, and
 -- the collector walk every empty slot on each cycle. When the watchers
--- left fall to an eighth of the most there were (at least COMPACT_MIN),
--- the next turn of the loop rebuilds them, and the other tables that grew
--- with the connections, at the size of what is left (compact, below).
+-- left are few enough (outgrown, below), the next turn of the loop
+-- rebuilds them, and the other tables that grew with the connections, at
+-- the size of what is left (compact, below).
 local nwatched, most = 0, 0
 local compact_due = false
-local COMPACT_MIN = 256
 local streams_api         -- stream.c's functions, which hold readers too
 local tasks = {}          -- task -> true (daemon tasks: "daemon")
 local ntasks = 0          -- live non-daemon tasks: run() returns at 0
@@ -66,6 +65,13 @@ local stepping = false    -- true while the loop runs a step
 local main_woken, main_value = false, nil
 
 local M = {}
+
+--- Whether a table that held `most` entries and now holds `left` is worth
+-- rebuilding at its new size: an eighth of at least 256 left. (Lua never
+-- shrinks a table whose keys are only removed.)
+function M.outgrown(left, most_held)
+  return most_held >= 256 and left * 8 < most_held
+end
 
 local function getpoller()
   if not poller then poller = core.poller() end
@@ -310,7 +316,7 @@ local function forget(w, fd)
   w.fd = nil
   watchers[fd] = nil
   nwatched = nwatched - 1
-  if most >= COMPACT_MIN and nwatched * 8 < most then compact_due = true end
+  if M.outgrown(nwatched, most) then compact_due = true end
   local r, wr = readers[fd], writers[fd]
   readers[fd], writers[fd] = nil, nil
   if r then wake(r, "closed") end

@@ -36,8 +36,8 @@ local function capture(e)
 end
 
 -- The client list is a table keyed by connection, which does not shrink
--- by itself: when the clients left are an eighth of the most there were
--- (at least 256), it is rebuilt at the size of what is left.
+-- by itself: when few clients are left (loop.outgrown), it is rebuilt at
+-- the size of what is left.
 local function add_client(srv, conn)
   srv._clients[conn] = true
   srv._nclients = srv._nclients + 1
@@ -48,7 +48,7 @@ local function drop_client(srv, conn)
   srv._clients[conn] = nil
   local n = srv._nclients - 1
   srv._nclients = n
-  if srv._most >= 256 and n * 8 < srv._most then
+  if loop.outgrown(n, srv._most) then
     local t = {}
     for c in pairs(srv._clients) do t[c] = true end
     srv._clients, srv._most = t, n
