@@ -21,20 +21,18 @@ reverb.sleep(0)
 core.signal_catch("WINCH")
 core.signal_default("WINCH")
 
-local function count_fds()
-  local n = 0
-  local ls = io.popen("ls /proc/" .. core.getpid() .. "/fd")
-  for _ in ls:lines() do n = n + 1 end
-  ls:close()
-  return n
-end
-
---- Open descriptors of this process. popen may start `ls` before this
--- process has closed the child's end of the pipe, so one reading can
--- count a descriptor that is gone a moment later; it never counts too
--- few. The smaller of two readings is the true count.
+--- Open descriptors of this process, listed by `ls` into a file. Not
+-- through io.popen: its `ls` may run before this process has closed the
+-- child's end of the pipe and count it, so a reading could be one too
+-- many (a test failed about one run in twenty that way). os.execute
+-- opens nothing here while `ls` looks.
+local listing = os.tmpname()
+H._remove_listing = setmetatable({}, { __gc = function() os.remove(listing) end })
 function H.fds()
-  return math.min(count_fds(), count_fds())
+  assert(os.execute("ls /proc/" .. core.getpid() .. "/fd > " .. listing))
+  local n = 0
+  for _ in io.lines(listing) do n = n + 1 end
+  return n
 end
 
 -- Processes a test started and has not stopped: its tearDown stops them,
@@ -43,7 +41,13 @@ local started = {}
 
 function H.class()
   local C = {}
-  function C.setUp() C._fds = H.fds() end
+  -- A stream an earlier test left to the collector would close its
+  -- descriptor during this one: collect before counting.
+  function C.setUp()
+    collectgarbage()
+    collectgarbage()
+    C._fds = H.fds()
+  end
   -- Peers' handlers may still be closing their ends: give the loop a
   -- bounded moment to settle before counting.
   function C.tearDown()

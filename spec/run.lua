@@ -56,4 +56,4 @@ for line in pairs(untracked()) do
 end
 print(string.format("%d passed, %d failed, %d skipped",
   r.successCount, r.failureCount + r.errorCount, r.skippedCount))
-os.exit(bad == 0 and 0 or 1)
+os.exit(bad == 0 and 0 or 1, true)   -- true: close the state, so finalizers run
