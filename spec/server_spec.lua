@@ -1,6 +1,7 @@
 --- spec/server_spec.lua: reverb.serve, from accept to close, under trouble.
 local lu = require "luaunit"
 local reverb = require "reverb"
+local core = require "reverb.core"
 local H = require "helper"
 
 local echo_lines = H.echo_lines
@@ -42,6 +43,47 @@ function TestServer.test_hundreds_of_concurrent_clients_each_get_their_own_echo(
     while ok < N do reverb.sleep(0.005) end
   end)
   lu.assertEquals(ok, N)
+end
+
+function TestServer.test_a_waiting_client_costs_under_2300_bytes_of_heap()
+  -- regression: the frames under a handler's first read (the client task's
+  -- own, a vararg one among them) reached past the 40 stack slots a
+  -- coroutine starts with, and Lua doubled every client's stack: each
+  -- cost 2,650 bytes (1,950 since)
+  local srv <close> = reverb.serve(0, function(conn)   -- an echo as scripts write it
+    while true do
+      local data = conn:read_some()
+      if not data then return end
+      conn:write(data)
+    end
+  end)
+  -- clients of a listener nobody accepts from cost their own side only
+  local idle <close> = core.socket("inet", "stream")
+  idle:bind("127.0.0.1", 0)
+  idle:listen(256)
+  local _, idle_port = idle:getsockname()
+  local function heap()
+    reverb.sleep(0.01)       -- the handlers' first turns, to their first read
+    collectgarbage()
+    collectgarbage()
+    return collectgarbage("count") * 1024
+  end
+  local n, mine, theirs = 200, {}, {}
+  local before, own, all
+  H.within(10, function()
+    before = heap()
+    for i = 1, n do mine[i] = reverb.connect("127.0.0.1", idle_port) end
+    own = heap()
+    for i = 1, n do theirs[i] = reverb.connect("127.0.0.1", srv.port) end
+    while #srv:clients() < n do reverb.sleep(0.001) end
+    all = heap()
+  end)
+  for i = 1, n do
+    mine[i]:close()
+    theirs[i]:close()
+  end
+  local each = ((all - own) - (own - before)) / n
+  lu.assertTrue(each < 2300, ("a waiting client costs the server %.0f bytes"):format(each))
 end
 
 function TestServer.test_clients_list_follows_connections()

@@ -55,12 +55,17 @@ local function drop_client(srv, conn)
   end
 end
 
--- The task of one client: on_open, the handler, then the clean-up, which
--- runs whatever the handler (or a hook) did.
+-- on_open, then the handler, as a tail call: its frame replaces this
+-- one (see loop.lua's run: frames under a handler cost stack).
+local function open_and_handle(srv, conn)
+  if srv.on_open then srv.on_open(conn) end
+  return srv.handler(conn, srv)
+end
+
+-- The task of one client: on_open and the handler, then the clean-up,
+-- which runs whatever the handler (or a hook) did.
 local function client_main(srv, conn)
-  local ok, err = true, nil
-  if srv.on_open then ok, err = xpcall(srv.on_open, capture, conn) end
-  if ok then ok, err = xpcall(srv.handler, capture, conn, srv) end
+  local ok, err = xpcall(open_and_handle, capture, srv, conn)
   local closed_under_it = conn.closed
   drop_client(srv, conn)
   conn:close()
