@@ -49,7 +49,7 @@ function TestServer.test_a_waiting_client_costs_under_2300_bytes_of_heap()
   -- regression: the frames under a handler's first read (the client task's
   -- own, a vararg one among them) reached past the 40 stack slots a
   -- coroutine starts with, and Lua doubled every client's stack: each
-  -- cost 2,650 bytes (1,950 since)
+  -- cost 2,650 bytes (1,860 since)
   local srv <close> = reverb.serve(0, function(conn)   -- an echo as scripts write it
     while true do
       local data = conn:read_some()

@@ -344,7 +344,9 @@ function M.watch(w, fd, mode)
     if nwatched > most then most = nwatched end
   end
   w.fd = fd
-  w.mode_level = mode ~= nil and mode ~= "edge"
+  -- Only a level-triggered watcher (rare: a pipe, a terminal) has the
+  -- field, so a connection's table holds four keys, not eight slots' worth.
+  if mode ~= nil and mode ~= "edge" then w.mode_level = true end
   watchers[fd] = w
 end
 

@@ -110,11 +110,11 @@ end
 --- Wraps a connected non-blocking socket. opts: max_line, timeout.
 local function new(sock, peer, opts)
   local state = C.new(sock, opts and opts.max_line, opts and opts.timeout)
-  -- Every field is present from the start (false, not nil): a read of an
-  -- unset field would fall through to Stream.__index, and the table is
-  -- made at its final size (loop.watch sets fd and mode_level).
+  -- The fields reverb reads are present from the start (false, not nil):
+  -- a read of an unset field would fall through to Stream.__index, and
+  -- the table is made at its final size, four keys (loop.watch sets fd).
   local self = setmetatable({
-    state, socket = sock, peer = peer, closed = false, fd = false, mode_level = false,
+    state, socket = sock, peer = peer, closed = false, fd = false,
   }, Stream)
   loop.watch(self, sock:fileno(), "edge")
   return self
