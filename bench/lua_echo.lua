@@ -3,7 +3,8 @@
 -- join and leave lines: each lists every client, so at 5,000 clients they
 -- would be what the benchmark measures.
 --
--- Run:   bin/reverb serve 8080 bench/lua_echo.lua     (bench/run.sh does)
+-- Run:   bin/reverb serve 8080 bench/lua_echo.lua     (bench/run.sh does;
+--        spec/server_spec.lua serves it to measure what a client costs)
 return function(conn)
   while true do
     local data = conn:read_some()
