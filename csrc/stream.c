@@ -1,8 +1,8 @@
 /*
  * stream.c -- the hot half of reverb.stream: its reads, its writes, its
- * pipe and its waits, in C.  lua/reverb/stream.lua keeps the object itself (a table,
- * so scripts can hang their own fields on a connection), the write lock
- * queue and close.
+ * pipe and its waits, in C.  lua/reverb/stream.lua keeps the object
+ * itself (a table, so scripts can hang their own fields on a
+ * connection), the write lock queue and close.
  *
  * Why C: an echoed request used to cost some 75 Lua instructions and a
  * dozen table lookups in the stream alone (buffer, position, readiness,
