@@ -346,7 +346,11 @@ function M.watch(w, fd, mode)
   w.fd = fd
   -- Only a level-triggered watcher (rare: a pipe, a terminal) has the
   -- field, so a connection's table holds four keys, not eight slots' worth.
-  if mode ~= nil and mode ~= "edge" then w.mode_level = true end
+  if mode ~= nil and mode ~= "edge" then
+    w.mode_level = true
+  elseif w.mode_level then
+    w.mode_level = nil
+  end
   watchers[fd] = w
 end
 
