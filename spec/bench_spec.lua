@@ -51,8 +51,7 @@ end
 -- A server that does not echo what it was sent is an error, not a rate.
 function TestBench.test_loadgen_counts_a_wrong_echo_as_an_error()
   build()
-  local base = os.tmpname()   -- os.tmpname makes the file: remove it too
-  local script = base .. ".lua"
+  local script = H.tmpname() .. ".lua"
   local f = assert(io.open(script, "w"))
   f:write([[
 return function(conn)
@@ -74,7 +73,6 @@ end
   H.stop(pid)
   os.remove(out)
   os.remove(script)
-  os.remove(base)
 end
 
 function TestBench.test_loadgen_refuses_bad_usage()

@@ -13,12 +13,6 @@ local function serve(args)
   return pid, tonumber(port), out
 end
 
-local function tmpname()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
 -- Children of a process, from /proc.
 local function children(pid)
   local kids = {}
@@ -126,7 +120,7 @@ function TestCli.test_udp_echo_and_udp_connect()
 end
 
 function TestCli.test_unix_socket_serve_and_send()
-  local path = tmpname()
+  local path = H.tmpname()
   local pid, out = H.start("exec " .. R .. " serve --unix " .. path)
   H.await_output(out, "listening on " .. path:gsub("%p", "%%%0"))
   lu.assertEquals(H.sh(R .. " send --unix " .. path .. " via unix"), "via unix\n")
@@ -137,7 +131,7 @@ function TestCli.test_unix_socket_serve_and_send()
 end
 
 function TestCli.test_connect_against_a_socat_echo_server_with_trace()
-  local path = tmpname()
+  local path = H.tmpname()
   local spid, sout = H.start("exec socat UNIX-LISTEN:" .. path .. ",fork EXEC:cat")
   H.within(5, function()
     while not os.rename(path, path) do reverb.sleep(0.01) end   -- the socket exists

@@ -5,7 +5,8 @@
 -- * H.within(seconds, fn, ...): runs fn in a task and the loop until it
 --   ends, failing the test after `seconds`: no wait in a spec is unbounded.
 --   REVERB_SLOW=1 (make check-valgrind) stretches every bound tenfold.
--- * H.sh(cmd), H.start(cmd), H.stop(pid): subprocesses for end-to-end specs.
+-- * H.sh(cmd), H.start(cmd), H.stop(pid): subprocesses for end-to-end specs;
+--   H.tmpname(): a path for their files.
 
 local lu = require "luaunit"
 local reverb = require "reverb"
@@ -123,6 +124,14 @@ end
 
 --- Runs a shell command to completion, but for at most a minute (status
 -- 124 then): its output, and its exit status.
+--- A fresh path that names no file yet (os.tmpname makes the file: it
+-- is removed), for a socket, a script with a suffix, an output.
+function H.tmpname()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
 function H.sh(cmd)
   local bound = "timeout -k 5 " .. 60 * H.SLOW .. " sh -c " .. quote(cmd)
   local p = io.popen(bound .. " 2>&1; echo \"exit=$?\"")
