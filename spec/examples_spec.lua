@@ -63,6 +63,32 @@ function TestExamples.test_echo_server_and_client_log_joins_and_leaves()
   os.remove(out)
 end
 
+function TestExamples.test_echo_server_counts_the_clients_once_they_are_too_many_to_list()
+  local pid, out = H.start(RUN .. "echo_server.lua 0")
+  local port = tonumber((H.await_output(out, "listening on port (%d+)")))
+  H.within(10, function()
+    local conns = {}
+    for i = 1, 9 do
+      conns[i] = H.connect("127.0.0.1", port)
+      conns[i]:write("ping " .. i)
+      lu.assertEquals(conns[i]:read(#("ping " .. i)), "ping " .. i)
+    end
+    H.await_output(out, "joined; connected: 9 clients\n")
+    local log = H.slurp(out)
+    -- the eighth join still lists all eight, sorted
+    local eighth = log:match("joined; connected: ([^\n]*)\n[^\n]*joined; connected: 9 clients")
+    lu.assertNotNil(eighth, log)
+    local listed = {}
+    for peer in eighth:gmatch("127%.0%.0%.1:%d+") do listed[#listed + 1] = peer end
+    lu.assertEquals(#listed, 8, eighth)
+    conns[9]:close()
+    H.await_output(out, "left; connected: 127[^\n]*\n")
+    for i = 1, 8 do conns[i]:close() end
+  end)
+  H.stop(pid)
+  os.remove(out)
+end
+
 function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
   local pid, out = H.start(RUN .. "chat.lua 0")
   local port = tonumber((H.await_output(out, "chat on port (%d+)")))
