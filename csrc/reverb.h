@@ -90,9 +90,12 @@ extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 /* sched.c and stream.c: the scheduler's record of the running task, the
    marker a task yields to park (its address is the marker), and where the
    objects of the task parked on each descriptor live, so that dispatch
-   can prefetch them (rv_sched_hint; addresses only, never dereferenced). */
+   can prefetch them (rv_sched_hint; addresses only, never dereferenced),
+   and, for a task parked in pipe, where its bytes go (see sched.c's
+   relayed for when that one is dereferenced). */
 typedef struct rv_hint {
   uintptr_t task, state, sock, self;   /* lua_State, stream state, socket, stream table */
+  uintptr_t relay;   /* a pipe parked here: its destination's state (rv_stream_relay) */
 } rv_hint;
 typedef struct rv_sched {
   lua_State *current;   /* the task being resumed; NULL at top level */
@@ -103,6 +106,7 @@ extern RV_HIDDEN const char rv_sched_wait;
 RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);
 RV_HIDDEN void rv_stream_meta(lua_State *L);
 RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int hup);
+RV_HIDDEN int rv_stream_relay(lua_State *L, uintptr_t src, uintptr_t dst);
 RV_HIDDEN int rv_stream_api(lua_State *L);
 extern RV_HIDDEN const luaL_Reg rv_signal_funcs[];
 RV_HIDDEN void rv_signal_afterfork(void);

@@ -29,10 +29,17 @@
  * those misses was a tenth of reverb's user time at 500 connections
  * (perf).  A task parking for a read leaves those addresses in hints[fd];
  * dispatch prefetches them for the events a little ahead of the one it
- * handles, so they arrive while the kernel serves the one before.  A hint
- * is only an address to prefetch, never dereferenced, so a stale one (the
- * task finished, the descriptor was reused) costs nothing but a wasted
- * prefetch.
+ * handles, so they arrive while the kernel serves the one before.  For
+ * prefetching a hint is only an address, never dereferenced, so a stale
+ * one (the task finished, the descriptor was reused) costs nothing but a
+ * wasted prefetch.
+ *
+ * Relaying.  A task parked in conn:pipe (reverb serve's echo, a relay)
+ * also leaves its destination in the hint, and dispatch moves that
+ * event's bytes itself, recv then send, leaving the task parked
+ * (rv_stream_relay): the round trip of an echo touches no lua_State.
+ * This hint is dereferenced, so it is trusted only under the condition
+ * `relayed` checks.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -217,6 +224,23 @@ static void mark(lua_State *L, int fd, int hup) {
   lua_settop(L, A_SETTLE);
 }
 
+/* Whether the task parked on fd is a pipe whose stream moved this
+   event's data itself, the task staying parked (rv_stream_relay).  The
+   hint is trusted only while the task it names still waits in
+   readers[fd], suspended: such a task holds both streams' states on its
+   stack, and any resume of it clears the relay first (pipe_readk). */
+static int relayed(lua_State *L, const sched *S, int fd) {
+  const rv_hint *h;
+  lua_State *co;
+  if (fd < 0 || fd >= S->nhints || S->hints[fd].relay == 0) return 0;
+  h = &S->hints[fd];
+  lua_rawgeti(L, A_READERS, fd);
+  co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (co == NULL || (uintptr_t)co != h->task || lua_status(co) != LUA_YIELD) return 0;
+  return rv_stream_relay(L, h->state, h->relay);
+}
+
 /* dispatch(poller, timeout, watchers, readers, writers, settle)
    -> n, top_woken.  Waits on the poller (timeout in seconds, negative:
    none) and, for each event, resumes the tasks waiting on its descriptor,
@@ -237,6 +261,7 @@ static int l_dispatch(lua_State *L) {
     int fd = ev[i].data.fd, flags = rv_poller_flags(ev[i].events);
     if (i + AHEAD < n) prefetch(S, ev[i + AHEAD].data.fd);
     if (flags & RV_HUP) mark(L, fd, 1);
+    if (flags == RV_READ && relayed(L, S, fd)) continue;
     if (flags & RV_READ) {
       int who = waiter(L, S, A_READERS, fd);
       if (who == 0 && !(flags & RV_HUP)) mark(L, fd, 0);

@@ -287,6 +287,35 @@ function TestStream.test_pipe_to_itself_echoes_at_top_level()
   lu.assertEquals(echoed[n], n .. ";")
 end
 
+-- A pipe parked in a task, as reverb serve's echo is, has its bytes
+-- moved by the loop's dispatch without being resumed (the relay). The
+-- kernel reports a reset once: the send that meets it says ECONNRESET,
+-- the next EPIPE. When that send is the relay's, the pipe must still
+-- raise ECONNRESET.
+function TestStream.test_pipe_reports_a_reset_destination_as_econnreset()
+  local stream = require "reverb.stream"
+  local src <close> = pair()
+  src[2]:settimeout(nil)
+  local l <close> = core.socket()
+  l:bind("127.0.0.1", 0)
+  l:listen()
+  local c <close> = core.socket()
+  c:connect("127.0.0.1", select(2, l:getsockname()))
+  local a = l:accept()
+  a:setblocking(false)
+  local dst <close> = stream.new(a, "dst")
+  local err
+  reverb.spawn(function() err = select(2, pcall(src[2].pipe, src[2], dst)) end)
+  reverb.sleep(0.01)
+  c:setoption("linger", 0)
+  c:close()   -- a reset
+  reverb.sleep(0.01)
+  src[1]:write("x")
+  H.within(5, function() while err == nil do reverb.sleep(0.001) end end)
+  lu.assertTrue(core.iserror(err), tostring(err))
+  lu.assertEquals(err.code, "ECONNRESET")
+end
+
 function TestStream.test_pipe_errors()
   local p <close> = pair()
   local q <close> = pair()
