@@ -316,6 +316,36 @@ function TestStream.test_pipe_reports_a_reset_destination_as_econnreset()
   lu.assertEquals(err.code, "ECONNRESET")
 end
 
+-- The relay's own recv can fail too: epoll said "readable", and by the
+-- time dispatch moves the bytes the source was reset. The error must
+-- reach the pipe: the recv that met it cleared it in the kernel, and the
+-- next would say the stream ended. Two events in one batch make that
+-- moment: a task woken by the first drains the source behind the pipe's
+-- back and closes the source's peer with bytes unread in it (a reset, on
+-- a unix socket); the relay then handles the second, the source's.
+function TestStream.test_pipe_reports_a_reset_met_by_the_relay_as_econnreset()
+  local src <close> = pair()
+  local dst <close> = pair()
+  local go <close> = pair()
+  src[2]:settimeout(nil)   -- the parked read: the relay's case
+  go[2]:settimeout(nil)
+  lu.assertEquals(src[2].socket:send("unread"), 6)   -- closing src[1] now resets src[2]
+  local ok, err
+  reverb.spawn(function() ok, err = pcall(src[2].pipe, src[2], dst[1]) end)
+  reverb.spawn(function()
+    go[2]:read_some()
+    lu.assertEquals(src[2].socket:recv(), "x")
+    src[1]:close()
+  end)
+  reverb.sleep(0.01)   -- both parked
+  go[1]:write("go")    -- ready first, so handled first
+  src[1]:write("x")
+  H.within(5, function() while ok == nil do reverb.sleep(0.001) end end)
+  lu.assertFalse(ok, "pipe returned " .. tostring(err))
+  lu.assertTrue(core.iserror(err), tostring(err))
+  lu.assertEquals(err.code, "ECONNRESET")
+end
+
 function TestStream.test_pipe_errors()
   local p <close> = pair()
   local q <close> = pair()
