@@ -16,6 +16,10 @@
 # however many, compare two different machines; neighbouring slices
 # compare the same one.  Compare ratios, not rates, across runs.
 #
+# reverb serve's rows also give their bar (the least ratio to C, or the
+# most bytes per idle connection) and whether it holds; the last line
+# says how many held.  examples/echo_server.lua's rows are reported only.
+#
 # Results also go to bench/results.txt, the ping-pong figures to
 # bench/pingpong.dat and their chart to bench/pingpong.svg (bench/chart.sh,
 # full runs only).
@@ -123,12 +127,25 @@ idle_rss() {
   echo $(( (after - before) * 1024 / (${got:-0} > 0 ? got : 1) ))
 }
 
-printf '%-24s %14s %14s %8s  %s\n' scenario "C reference" reverb "reverb/C" unit |
+printf '%-24s %14s %14s %8s  %-12s %s\n' scenario "C reference" reverb "reverb/C" bar unit |
   tee bench/results.txt
 declare -A unit=([pingpong]="req/s" [bulk]="MiB/s" [connstorm]="conn/s")
+# The issue's bars for reverb serve, as the least ratio to C (the idle
+# bar, in bytes, is checked where it is measured).  Other rows report.
+declare -A bar=([pingpong 50]=0.90 [pingpong 500]=0.90 [pingpong 5000]=0.90
+                [bulk 10]=0.95 [connstorm 50]=0.80)
+held=0 missed=()
+# check LABEL OK BAR: sets the bar column ("<BAR> holds" or "<BAR> MISSED")
+# and counts it for the summary.
+check() {
+  if [ "$2" = 1 ]; then held=$((held + 1)); b="$3 holds"; else missed+=("$1"); b="$3 MISSED"; fi
+}
 chart="$tmp/chart.dat"
-row() {   # row LABEL C R RATIO UNIT
-  printf '%-24s %14s %14.0f %7.2fx  %s\n' "$1" "$2" "$3" "$4" "$5" | tee -a bench/results.txt
+row() {   # row LABEL C R RATIO UNIT [BAR]
+  b=""
+  [ -n "${6:-}" ] && check "$1" "$(awk -v r="$4" -v b="$6" 'BEGIN { print (r >= b) }')" ">=$6"
+  printf '%-24s %14s %14.0f %7.2fx  %-12s %s\n' "$1" "$2" "$3" "$4" "$b" "$5" |
+    tee -a bench/results.txt
 }
 for sc in "${SCENARIOS[@]}"; do
   read -r mode conns size slice pairs <<<"$sc"
@@ -137,7 +154,8 @@ for sc in "${SCENARIOS[@]}"; do
   start c
   start reverb
   compare c reverb "$mode" "$conns" "$size" "$slice" "$pairs"
-  row "$mode $conns x ${size}B" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "${unit[$mode]}"
+  row "$mode $conns x ${size}B" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "${unit[$mode]}" \
+    "${bar[$mode $conns]:-}"
   echo "$mode $conns: $RATIOS" | tr ',' ' ' >>"$tmp/rounds"
   [ "$mode" = pingpong ] && echo "$conns $RATE_A $RATE_B" >>"$chart"
   stop c
@@ -166,7 +184,8 @@ if [ $QUICK = 0 ]; then
   stop reverb
   stop workers2
   cr=$(idle_rss c); rr=$(idle_rss reverb)
-  printf '%-24s %14s %14s %8s  %s\n' "idle 10000 conns" "$cr" "$rr" "" \
+  check "idle 10000 conns" "$(( rr <= 3072 ))" "<=3072"
+  printf '%-24s %14s %14s %8s  %-12s %s\n' "idle 10000 conns" "$cr" "$rr" "" "$b" \
     "bytes RSS per connection" | tee -a bench/results.txt
 fi
 
@@ -177,6 +196,8 @@ errors=$(grep -c 'errors=[1-9]' "$tmp/raw" || true)
   echo "servers on core $SERVER_CPU, load generator on core $CLIENT_CPU, alternating C R C R ... C" \
        "in slices (${WARMUP}s of them first, not counted)"
   echo "load generator runs with errors: $errors"
+  if [ ${#missed[@]} = 0 ]; then echo "bars: all $held hold"
+  else echo "bars: $held hold, ${#missed[@]} MISSED: $(IFS=,; echo "${missed[*]}")"; fi
 } | tee -a bench/results.txt
 { echo; echo "each reverb slice / the C slices around it:"; cat "$tmp/rounds"; } >>bench/results.txt
 [ -s "$tmp/loadgen.err" ] && sed 's/^/  /' "$tmp/loadgen.err" | sort | uniq -c | head -5
