@@ -39,9 +39,9 @@
 
 typedef struct rv_stream {
   const char *tag;           /* &streamtag: marks a stream state (see tostate) */
-  rv_socket *sock;           /* kept alive as the user value; fd -1 once closed */
-  rv_sched *sched;           /* the loop's, and its scratch buffer: both held */
-  char *scratch;             /* by the upvalues of the functions below */
+  rv_socket *sock;           /* fd -1 once closed */
+  rv_sched *sched;           /* the loop's, and its scratch buffer */
+  char *scratch;             /* (all three kept alive by the state's user values) */
   char *buf;                 /* received, not read yet: buf[head, tail) */
   size_t head, tail, cap;
   size_t scanned;            /* bytes from head already searched for a delimiter */
@@ -711,7 +711,7 @@ static int s_new(lua_State *L) {
   lua_Number timeout = luaL_optnumber(L, 3, -1);
   rv_stream *s;
   luaL_argcheck(L, max_line >= 1, 2, "must be positive");
-  s = (rv_stream *)lua_newuserdatauv(L, sizeof *s, 1);
+  s = (rv_stream *)lua_newuserdatauv(L, sizeof *s, 3);
   memset(s, 0, sizeof *s);
   s->tag = &streamtag;
   s->sock = sock;
@@ -724,8 +724,15 @@ static int s_new(lua_State *L) {
   s->rready = s->wready = 1;   /* try first: a recv or send says if not */
   lua_pushvalue(L, lua_upvalueindex(UV_MT));
   lua_setmetatable(L, -2);
+  /* What the pointers above point into lives as long as the state: a
+     state can outlive the functions that made it (a script may drop the
+     scheduler and keep a stream). */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, lua_upvalueindex(UV_SCHED));
+  lua_setiuservalue(L, -2, 2);
+  lua_pushvalue(L, lua_upvalueindex(UV_SCRATCH));
+  lua_setiuservalue(L, -2, 3);
   return 1;
 }
 

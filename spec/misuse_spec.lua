@@ -141,4 +141,28 @@ function TestMisuse.test_scheduler_misuse_never_crashes()
   lu.assertEquals({ ok, msg }, { false, "cannot resume non-suspended coroutine" })
 end
 
+-- A stream's state made by a scheduler that is then dropped keeps what
+-- it points into (the scheduler, the receive buffer): reads after the
+-- collector ran land in live memory (under make check, AddressSanitizer
+-- sees any that does not).
+function TestMisuse.test_a_stream_outlives_its_scheduler()
+  local Stream = require("reverb.stream").Stream
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  local state = (function()
+    local sched = core.scheduler()
+    return sched.streams({}, print, print).new(a)
+  end)()
+  collectgarbage()
+  collectgarbage()
+  local junk = {}
+  for i = 1, 2000 do junk[i] = { i, tostring(i) } end   -- takes the freed memory, if any
+  local chunk = string.rep("\255", 100000)
+  lu.assertEquals(b:send(chunk), #chunk)
+  lu.assertTrue(Stream.read_some({ state }) == chunk, "bytes differ")   -- one recv takes it all
+  for i = 1, #junk do lu.assertEquals(junk[i][2], tostring(i)) end
+  a:close()
+  b:close()
+end
+
 return { TestMisuse = TestMisuse }
