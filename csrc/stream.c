@@ -18,7 +18,8 @@
  * from it (the echo path: no Lua string at all); the other reads append
  * it to the buffer and answer from there.  A delimiter search
  * remembers how far it looked (`scanned`), so a long line arriving in
- * small pieces is searched once, not once per piece.
+ * small pieces is searched once, not once per piece (within one call: the
+ * next may look for another delimiter).
  *
  * Readiness: `rready` says a recv may find data (set by a wake, or by the
  * loop's dispatch when data came while nobody waited; cleared by a short
@@ -380,6 +381,7 @@ static int startread(lua_State *L, int op, lua_Integer size) {
   if (lua_gettop(L) != I_ARG) lua_settop(L, I_ARG);
   s = checkstream(L);
   if (size > MAX_SIZE) size = MAX_SIZE;
+  s->scanned = 0;   /* what an earlier call searched was for its own delimiter */
   return reading(L, s, (lua_KContext)size << OP_BITS | op);
 }
 

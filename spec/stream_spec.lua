@@ -232,6 +232,23 @@ function TestStream.test_a_socket_closed_under_a_waiting_reader()
   lu.assertEquals(new[2]:read_line(), "still here")
 end
 
+-- A search remembers how far it looked only within its own call: the
+-- next call may look for another delimiter, one the buffer already holds.
+function TestStream.test_a_search_that_raised_hides_no_other_delimiter()
+  local p <close> = pair({ max_line = 4 })
+  p[1]:write("abcdefgh|rest")
+  H.within(5, function()
+    H.raises("EMSGSIZE", p[2].read_line, p[2])
+    lu.assertEquals(p[2]:read_until("|"), "abcdefgh")
+  end)
+  local q <close> = pair({ timeout = 0.05 })
+  q[1]:write("xyzab")
+  H.within(5, function()
+    H.raises("ETIMEDOUT", q[2].read_until, q[2], "ba")
+    lu.assertEquals(q[2]:read_until("z"), "xy")
+  end)
+end
+
 -- pipe: a relay a -> b. What a read left buffered goes first, then every
 -- chunk in order; 2 MiB through a reader that takes its time fills the
 -- destination's socket buffer, so the slow write (a copy of the chunk
