@@ -78,15 +78,19 @@ static int poller_add(lua_State *L) { return ctl(L, EPOLL_CTL_ADD, "epoll_add");
 static int poller_mod(lua_State *L) { return ctl(L, EPOLL_CTL_MOD, "epoll_mod"); }
 static int poller_del(lua_State *L) { return ctl(L, EPOLL_CTL_DEL, "epoll_del"); }
 
-/* Waits for events on the poller at idx: timeout in seconds, negative for
-   none, rounded up to the millisecond so a timer never fires early.  A
-   signal ends the wait with no events.  Also the wait of sched.c's
-   dispatch, which reads the events in place. */
-int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
-                   const struct epoll_event **events) {
+/* Waits for events on the poller at idx, for as long as the timeout at
+   idx + 1 says: seconds, negative or nil for none, rounded up to the
+   millisecond so a timer never fires early.  A signal ends the wait with
+   no events.  Also the wait of sched.c's dispatch, which reads the events
+   in place. */
+int rv_poller_poll(lua_State *L, int idx, const struct epoll_event **events) {
   poller *p = checkpoller(L, idx);
-  int ms = timeout < 0 ? -1 : timeout > 86400 ? 86400000 : (int)ceil(timeout * 1000);
-  int n;
+  lua_Number timeout = luaL_optnumber(L, idx + 1, -1);
+  int ms, n;
+  /* NaN compares false with everything: converted to int it is undefined
+     (INT_MIN on x86, a wait that never ends). */
+  luaL_argcheck(L, timeout == timeout, idx + 1, "number expected, got NaN");
+  ms = timeout < 0 ? -1 : timeout > 86400 ? 86400000 : (int)ceil(timeout * 1000);
   n = epoll_wait(p->fd, p->events, MAXEVENTS, ms);
   if (n < 0) {
     if (errno != EINTR) return rv_fail(L, "epoll_wait", errno, NULL);
@@ -101,7 +105,7 @@ static int poller_wait(lua_State *L) {
   const struct epoll_event *ev;
   int n, i;
   luaL_checktype(L, 3, LUA_TTABLE);
-  n = rv_poller_poll(L, 1, luaL_optnumber(L, 2, -1), &ev);
+  n = rv_poller_poll(L, 1, &ev);
   for (i = 0; i < n; i++) {
     lua_pushinteger(L, ev[i].data.fd);
     lua_rawseti(L, 3, 2 * i + 1);

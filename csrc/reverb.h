@@ -82,8 +82,7 @@ extern RV_HIDDEN const luaL_Reg rv_option_methods[];
 struct epoll_event;
 RV_HIDDEN void rv_poller_init(lua_State *L);
 RV_HIDDEN int rv_poller_flags(uint32_t events);
-RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, lua_Number timeout,
-                             const struct epoll_event **events);
+RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, const struct epoll_event **events);
 extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
 extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 

@@ -254,7 +254,7 @@ static int l_dispatch(lua_State *L) {
   luaL_checktype(L, A_READERS, LUA_TTABLE);
   luaL_checktype(L, A_WRITERS, LUA_TTABLE);
   luaL_checktype(L, A_SETTLE, LUA_TFUNCTION);
-  n = rv_poller_poll(L, A_POLLER, luaL_optnumber(L, A_TIMEOUT, -1), &ev);
+  n = rv_poller_poll(L, A_POLLER, &ev);   /* the timeout: A_POLLER + 1 */
   lua_settop(L, A_SETTLE);
   for (i = 0; i < n && i < AHEAD; i++) prefetch(S, ev[i].data.fd);
   for (i = 0; i < n; i++) {

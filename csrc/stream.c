@@ -686,7 +686,7 @@ static int s_lock(lua_State *L) {
 static int s_settimeout(lua_State *L) {
   rv_stream *s = checkstream(L);
   int t = lua_type(L, 2);
-  if (t > LUA_TNIL && (t != LUA_TNUMBER || lua_tonumber(L, 2) < 0))
+  if (t > LUA_TNIL && (t != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0)))   /* NaN too */
     argerror(L, 2, "settimeout", "non-negative number or nil expected");
   s->timeout = t == LUA_TNUMBER ? lua_tonumber(L, 2) : -1;
   lua_settop(L, 1);

@@ -22,6 +22,14 @@ function TestPoller.test_edge_triggered_reports_once_per_arrival()
   b:close()
 end
 
+-- NaN is no timeout: cast to a millisecond count it is undefined (on x86
+-- a wait that never ends).
+function TestPoller.test_a_nan_timeout_is_an_argument_error()
+  local p <close> = core.poller()
+  lu.assertErrorMsgContains("number expected, got NaN", p.wait, p, 0 / 0, {})
+  lu.assertEquals(p:wait(0, {}), 0)
+end
+
 -- What a writer that has to wait relies on: switching to "edge+write"
 -- reports a socket that is already writable, at once, every time.
 function TestPoller.test_rearming_for_write_reports_current_state()

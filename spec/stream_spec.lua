@@ -139,6 +139,7 @@ function TestStream.test_timeouts_raise_etimedout()
   p[1]:write("still usable\n")
   lu.assertEquals(H.within(5, p[2].read_line, p[2]), "still usable")
   lu.assertErrorMsgContains("non-negative number", p[2].settimeout, p[2], -1)
+  lu.assertErrorMsgContains("non-negative number", p[2].settimeout, p[2], 0 / 0)
 end
 
 function TestStream.test_concurrent_writers_never_interleave()

@@ -40,6 +40,7 @@ function TestUdp.test_recvfrom_timeout()
   local err = H.raises("ETIMEDOUT", u.recvfrom, u)
   lu.assertEquals(err.op, "recvfrom")
   lu.assertErrorMsgContains("non-negative number", u.settimeout, u, "soon")
+  lu.assertErrorMsgContains("non-negative number", u.settimeout, u, 0 / 0)
 end
 
 function TestUdp.test_unix_datagrams()

@@ -40,7 +40,7 @@ end
 
 --- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
 function Udp:settimeout(seconds)
-  if seconds ~= nil and (type(seconds) ~= "number" or seconds < 0) then
+  if seconds ~= nil and (type(seconds) ~= "number" or not (seconds >= 0)) then   -- NaN too
     error("bad argument #1 to 'settimeout' (non-negative number or nil expected)", 2)
   end
   self.timeout = seconds
