@@ -217,10 +217,19 @@ function TestLoop.test_a_moved_deadline_still_times_out()
 end
 
 function TestLoop.test_run_inside_a_task_is_an_error()
-  local err
+  local err, nested
   reverb.spawn(function() err = select(2, pcall(reverb.run)) end)
+  -- from a plain coroutine inside a task, too: a loop run there would
+  -- never give the outer one back
+  reverb.spawn(function() nested = select(2, coroutine.wrap(pcall)(reverb.run)) end)
+  reverb.spawn(function()   -- bounds the wait, should a nested run go on
+    local deadline = reverb.now() + 5 * H.SLOW
+    while not (err and nested) and reverb.now() < deadline do reverb.sleep(0.005) end
+    reverb.stop()
+  end)
   reverb.run()
   lu.assertStrContains(err, "inside a task")
+  lu.assertStrContains(nested, "inside a task")
 end
 
 function TestLoop.test_spawn_checks_its_argument()

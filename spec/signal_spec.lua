@@ -18,6 +18,19 @@ function TestSignal.test_on_signal_runs_a_handler_task()
   reverb.on_signal("USR2", nil)
 end
 
+-- A handler that is not a function is refused at once: when the signal
+-- came it would fail in the signal task, and no later handler would run.
+function TestSignal.test_on_signal_checks_its_handler()
+  lu.assertErrorMsgContains("bad argument #2 to 'on_signal' (function or nil expected, got number)",
+    reverb.on_signal, "USR1", 5)
+  local got
+  reverb.on_signal("USR1", function(name) got = name end)
+  core.kill(core.getpid(), "USR1")
+  H.within(5, function() while not got do reverb.sleep(0.001) end end)
+  lu.assertEquals(got, "USR1")
+  reverb.on_signal("USR1", nil)
+end
+
 function TestSignal.test_signal_watcher_does_not_keep_run_going()
   reverb.on_signal("USR1", function() end)
   reverb.spawn(function() reverb.sleep(0.001) end)

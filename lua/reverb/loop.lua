@@ -454,7 +454,9 @@ end
 
 --- Runs until no task remains or stop() is called.
 function M.run()
-  if tasks[running()] then error("reverb.run() called inside a task", 2) end
+  -- stepping: a plain coroutine inside a task is not one of tasks, but
+  -- a loop run from there would never return to the one it is inside
+  if stepping or tasks[running()] then error("reverb.run() called inside a task", 2) end
   stopping = false
   while ntasks > 0 and not stopping do step(true) end
   stopping = false

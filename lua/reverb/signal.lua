@@ -29,6 +29,11 @@ function M.on_signal(name, fn)
     core.signal_default(name)
     return
   end
+  if type(fn) ~= "function" then
+    -- checked now: when the signal came, spawn would fail in the signal
+    -- task, and with it every later handler
+    error("bad argument #2 to 'on_signal' (function or nil expected, got " .. type(fn) .. ")", 2)
+  end
   local fd = core.signal_catch(name)
   handlers[name] = fn
   if not watcher then
