@@ -76,7 +76,25 @@ end
 
 function TestClient.test_bad_arguments()
   lu.assertErrorMsgContains("string expected", reverb.connect, 42, 80)
-  lu.assertErrorMsgContains("integer port expected", reverb.connect, "127.0.0.1", "80")
+  lu.assertErrorMsgContains("port 0-65535 expected, got string", reverb.connect, "127.0.0.1", "80")
+  lu.assertErrorMsgContains("port 0-65535 expected, got 70000", reverb.connect, "127.0.0.1", 70000)
+  lu.assertErrorMsgContains("bad argument #3 to 'connect' (timeout: non-negative number",
+    reverb.connect, "127.0.0.1", 80, { timeout = "soon" })
+  lu.assertErrorMsgContains("bad argument #1 to 'connect' (max_line: positive integer",
+    reverb.connect, { host = "127.0.0.1", port = 80, max_line = 0 })
+end
+
+-- A connect that fails after making its socket closes it before raising,
+-- not when the collector comes by (stopped here, so a leak shows).
+function TestClient.test_a_failed_connect_leaves_no_descriptor()
+  local path = H.tmpname()
+  local srv <close> = reverb.serve({ unix = path }, echo_lines)
+  collectgarbage("stop")
+  local before = H.fds()
+  local err = H.raises("EOPNOTSUPP", reverb.connect, { unix = path, nodelay = true })
+  lu.assertEquals(err.op, "setoption")
+  lu.assertEquals(H.fds(), before)
+  collectgarbage("restart")
 end
 
 return { TestClient = TestClient }

@@ -17,11 +17,19 @@ end
 -- opts: timeout (seconds, for the connect and every later wait), nodelay,
 -- max_line.
 local function connect(host, port, opts)
+  local arg = 3   -- where opts came: connect(host, port, opts) or connect(opts)
   if type(host) == "table" then
-    opts = host
+    opts, arg = host, 1
     host, port = opts.host, opts.port
   end
   opts = opts or {}
+  local t, max_line = opts.timeout, opts.max_line
+  if t ~= nil and (type(t) ~= "number" or not (t >= 0)) then
+    error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(arg), 2)
+  end
+  if max_line ~= nil and (math.type(max_line) ~= "integer" or max_line < 1) then
+    error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(arg), 2)
+  end
   local family, peer
   if opts.unix then
     family, host, peer = "unix", opts.unix, opts.unix
@@ -29,8 +37,9 @@ local function connect(host, port, opts)
     if type(host) ~= "string" then
       error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
     end
-    if math.type(port) ~= "integer" then
-      error("bad argument #2 to 'connect' (integer port expected, got " .. type(port) .. ")", 2)
+    if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+      error("bad argument #2 to 'connect' (port 0-65535 expected, got " ..
+        (math.type(port) == "integer" and port or type(port)) .. ")", 2)
     end
     family = host:find(":", 1, true) and "inet6" or "inet"
     peer = (family == "inet6" and "[" .. host .. "]" or host) .. ":" .. port
@@ -39,9 +48,9 @@ local function connect(host, port, opts)
   sock:setblocking(false)
   local ok, done = pcall(sock.connect, sock, host, port)
   if not ok then fail(sock, done) end
-  local conn = stream.new(sock, peer, opts)
+  local made, conn = pcall(stream.new, sock, peer, opts)
+  if not made then fail(sock, conn) end
   if not done then
-    local t = opts.timeout
     local r = loop.wait(conn, "write", t and core.now() + t)
     if r ~= true then
       conn:close()
@@ -54,7 +63,13 @@ local function connect(host, port, opts)
       error(err)
     end
   end
-  if opts.nodelay then sock:setoption("nodelay", true) end
+  if opts.nodelay then
+    local set, err = pcall(sock.setoption, sock, "nodelay", true)   -- not on a unix socket
+    if not set then
+      conn:close()
+      error(err, 0)
+    end
+  end
   return conn
 end
 
