@@ -146,6 +146,27 @@ function TestServer.test_a_raising_on_open_hook_costs_one_client_only()
   lu.assertStrContains(srv.logged[1], "hook blew up")
 end
 
+-- The loop closes a task that yields outside reverb (coroutine.yield()):
+-- the connection is closed and leaves the list all the same.
+function TestServer.test_a_handler_that_yields_by_itself_loses_its_client_only()
+  local srv <close> = quiet_serve({}, function(conn)
+    for line in conn:lines() do
+      if line == "stray" then coroutine.yield() end
+      conn:write(line, "\n")
+    end
+  end)
+  io.stderr:write("(an expected 'coroutine.yield() inside a reverb task' report follows)\n")
+  H.within(10, function()
+    local good <close> = H.connect("127.0.0.1", srv.port)
+    local bad <close> = H.connect("127.0.0.1", srv.port)
+    bad:write("stray\n")
+    lu.assertNil(bad:read_line(), "the stray task's connection is closed")
+    while #srv:clients() ~= 1 do reverb.sleep(0.001) end
+    good:write("fine\n")
+    lu.assertEquals(good:read_line(), "fine")
+  end)
+end
+
 function TestServer.test_reset_mid_message_and_silent_clients_do_not_hurt()
   local srv <close> = quiet_serve({}, echo_lines)
   H.within(10, function()

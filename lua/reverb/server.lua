@@ -62,14 +62,25 @@ local function open_and_handle(srv, conn)
   return srv.handler(conn, srv)
 end
 
--- The task of one client: on_open and the handler, then the clean-up,
--- which runs whatever the handler (or a hook) did.
-local function client_main(srv, conn)
-  local ok, err = xpcall(open_and_handle, capture, srv, conn)
-  local closed_under_it = conn.closed
+local function clean_up(srv, conn)
   drop_client(srv, conn)
   conn:close()
   if srv.on_close then srv.on_close(conn) end
+end
+
+-- Cleans up when the task's coroutine is closed under the handler: the
+-- loop closes a task that yields outside reverb (coroutine.yield()), and
+-- the connection would stay open and listed.
+local Guard = { __close = function(g) if g[1] then clean_up(g[1], g[2]) end end }
+
+-- The task of one client: on_open and the handler, then the clean-up,
+-- which runs whatever the handler (or a hook) did.
+local function client_main(srv, conn)
+  local guard <close> = setmetatable({ srv, conn }, Guard)
+  local ok, err = xpcall(open_and_handle, capture, srv, conn)
+  local closed_under_it = conn.closed
+  guard[1] = nil
+  clean_up(srv, conn)
   if ok or closed_under_it then return end
   if core.iserror(err) and (PEER_GONE[err.code] or
                             (err.code == "ETIMEDOUT" and srv.idle_timeout)) then
