@@ -388,8 +388,9 @@ static int startread(lua_State *L, int op, lua_Integer size) {
 /* read_some([max]) -> at least one byte, at most max; nil at the end. */
 static int s_read_some(lua_State *L) {
   lua_Integer max = 0;
-  if (lua_gettop(L) == I_SELF) {
-    lua_pushnil(L);   /* read_some(): the usual call, and cheaper than settop */
+  if (lua_gettop(L) <= I_SELF) {   /* read_some(): the usual call */
+    if (lua_gettop(L) < I_SELF) luaL_typeerror(L, I_SELF, "reverb.stream");
+    lua_pushnil(L);   /* cheaper than settop */
   } else if (!lua_isnil(L, I_ARG)) {
     max = lua_isinteger(L, I_ARG) ? lua_tointeger(L, I_ARG) : 0;
     if (max < 1) argerror(L, I_ARG, "read_some", "positive integer expected");

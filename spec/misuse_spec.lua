@@ -111,6 +111,7 @@ function TestMisuse.test_stream_methods_refuse_what_is_not_a_stream()
     end
   end
   lu.assertEquals(n, 9 * (#fakes + 1))
+  lu.assertErrorMsgContains("reverb.stream expected, got no value", Stream.read_some)
   lu.assertErrorMsgContains("reverb.stream expected", Stream.read_line, { io.stdout })
   lu.assertErrorMsgContains("reverb.stream expected", Stream.write, { sock }, "x")
 end

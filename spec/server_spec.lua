@@ -250,6 +250,16 @@ end
 function TestServer.test_bad_arguments()
   lu.assertErrorMsgContains("function expected", reverb.serve, 0, "echo")
   lu.assertErrorMsgContains("port or options expected", reverb.serve, "8080", echo_lines)
+  -- options are checked before anything is made, not where they are used
+  for opts, msg in pairs {
+    [{ host = 5 }] = "(host: string expected, got number)",
+    [{ port = 70000 }] = "(port: port 0-65535 expected, got 70000)",
+    [{ idle_timeout = -1 }] = "(idle_timeout: non-negative number expected, got -1)",
+    [{ max_line = 0 }] = "(max_line: positive integer expected, got 0)",
+    [{ on_close = "bye" }] = "(on_close: function expected, got string)",
+  } do
+    lu.assertErrorMsgContains("bad argument #1 to 'serve' " .. msg, reverb.serve, opts, echo_lines)
+  end
 end
 
 -- The server runs in a child process with a descriptor limit of 24, so

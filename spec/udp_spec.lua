@@ -41,6 +41,10 @@ function TestUdp.test_recvfrom_timeout()
   lu.assertEquals(err.op, "recvfrom")
   lu.assertErrorMsgContains("non-negative number", u.settimeout, u, "soon")
   lu.assertErrorMsgContains("non-negative number", u.settimeout, u, 0 / 0)
+  lu.assertErrorMsgContains("bad argument #1 to 'sendto' (string expected, got table)",
+    u.sendto, u, {}, "127.0.0.1", 9)
+  lu.assertErrorMsgContains("bad argument #1 to 'udp' (host: string expected, got number)",
+    reverb.udp, 5)
 end
 
 function TestUdp.test_unix_datagrams()

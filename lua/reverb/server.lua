@@ -167,6 +167,34 @@ local function listen(opts)
   return sock
 end
 
+-- What each option must be, checked up front: a wrong one would fail
+-- deep inside (indexing a number) or, for a hook, only when a client came.
+local function is_string(v) return type(v) == "string" end
+local function is_function(v) return type(v) == "function" end
+local OPTIONS = {   -- option -> its test, and what the test wants (for the message)
+  host = { is_string, "string" },
+  unix = { is_string, "string" },
+  port = { function(v) return math.type(v) == "integer" and v >= 0 and v <= 65535 end,
+           "port 0-65535" },
+  backlog = { function(v) return math.type(v) == "integer" end, "integer" },
+  idle_timeout = { function(v) return type(v) == "number" and v >= 0 end, "non-negative number" },
+  max_line = { function(v) return math.type(v) == "integer" and v >= 1 end, "positive integer" },
+  log = { is_function, "function" },
+  on_open = { is_function, "function" },
+  on_close = { is_function, "function" },
+}
+
+-- The first option that is wrong, described; nil when all are fine.
+local function check_options(opts)
+  for k, c in pairs(OPTIONS) do
+    local v = opts[k]
+    if v ~= nil and not c[1](v) then
+      local got = type(v) == "number" and c[2] ~= "string" and c[2] ~= "function" and v or type(v)
+      return ("%s: %s expected, got %s"):format(k, c[2], got)
+    end
+  end
+end
+
 --- serve(port_or_opts, handler): handler(conn, srv) runs in its own task
 -- for each client. opts: host ("127.0.0.1"), port (0), unix, backlog,
 -- reuseport, idle_timeout, max_line, log (function(msg)), on_open and
@@ -179,6 +207,8 @@ local function serve(opts, handler)
   if type(handler) ~= "function" then
     error("bad argument #2 to 'serve' (function expected, got " .. type(handler) .. ")", 2)
   end
+  local bad = check_options(opts)
+  if bad then error("bad argument #1 to 'serve' (" .. bad .. ")", 2) end
   opts = setmetatable({ host = opts.host or "127.0.0.1", port = opts.port or 0 },
                       { __index = opts })
   local sock = listen(opts)

@@ -22,6 +22,9 @@ end
 
 --- Sends one datagram; returns the bytes sent.
 function Udp:sendto(data, host, port)
+  if type(data) ~= "string" then   -- numbered as the method call counts
+    error("bad argument #1 to 'sendto' (string expected, got " .. type(data) .. ")", 2)
+  end
   while true do
     local n = sendto(self.socket, data, host, port)
     if n then return n end
@@ -57,6 +60,11 @@ Udp.__close = Udp.close
 -- (port 0: any free port).
 local function udp(host, port)
   local opts = type(host) == "table" and host or { host = host, port = port }
+  for _, k in ipairs { "host", "unix" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      error("bad argument #1 to 'udp' (" .. k .. ": string expected, got " .. type(opts[k]) .. ")", 2)
+    end
+  end
   local family = opts.unix and "unix"
     or (opts.host and opts.host:find(":", 1, true) and "inet6") or "inet"
   local sock = core.socket(family, "dgram")
