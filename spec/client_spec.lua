@@ -88,7 +88,7 @@ end
 -- not when the collector comes by (stopped here, so a leak shows).
 function TestClient.test_a_failed_connect_leaves_no_descriptor()
   local path = H.tmpname()
-  local srv <close> = reverb.serve({ unix = path }, echo_lines)
+  local _ <close> = reverb.serve({ unix = path }, echo_lines)
   collectgarbage("stop")
   local before = H.fds()
   local err = H.raises("EOPNOTSUPP", reverb.connect, { unix = path, nodelay = true })

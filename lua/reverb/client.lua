@@ -24,7 +24,7 @@ local function connect(host, port, opts)
   end
   opts = opts or {}
   local t, max_line = opts.timeout, opts.max_line
-  if t ~= nil and (type(t) ~= "number" or not (t >= 0)) then
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
     error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(arg), 2)
   end
   if max_line ~= nil and (math.type(max_line) ~= "integer" or max_line < 1) then

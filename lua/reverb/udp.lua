@@ -43,7 +43,7 @@ end
 
 --- Each later wait raises ETIMEDOUT after this many seconds; nil: none.
 function Udp:settimeout(seconds)
-  if seconds ~= nil and (type(seconds) ~= "number" or not (seconds >= 0)) then   -- NaN too
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds ~= seconds or seconds < 0) then
     error("bad argument #1 to 'settimeout' (non-negative number or nil expected)", 2)
   end
   self.timeout = seconds
@@ -61,8 +61,9 @@ Udp.__close = Udp.close
 local function udp(host, port)
   local opts = type(host) == "table" and host or { host = host, port = port }
   for _, k in ipairs { "host", "unix" } do
-    if opts[k] ~= nil and type(opts[k]) ~= "string" then
-      error("bad argument #1 to 'udp' (" .. k .. ": string expected, got " .. type(opts[k]) .. ")", 2)
+    local t = type(opts[k])
+    if t ~= "nil" and t ~= "string" then
+      error("bad argument #1 to 'udp' (" .. k .. ": string expected, got " .. t .. ")", 2)
     end
   end
   local family = opts.unix and "unix"
