@@ -119,6 +119,16 @@ function TestCli.test_udp_echo_and_udp_connect()
   os.remove(out)
 end
 
+-- An IPv6 address is printed as a client writes it: in brackets.
+function TestCli.test_serve_on_ipv6_prints_its_address_in_brackets()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local pid, out = H.start("exec " .. R .. " serve 0 --host ::1")
+  local port = H.await_output(out, "listening on %[::1%]:(%d+)")
+  lu.assertEquals(H.sh(R .. " send ::1 " .. port .. " six"), "six\n")
+  H.stop(pid)
+  os.remove(out)
+end
+
 function TestCli.test_unix_socket_serve_and_send()
   local path = H.tmpname()
   local pid, out = H.start("exec " .. R .. " serve --unix " .. path)

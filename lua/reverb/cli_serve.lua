@@ -27,6 +27,11 @@ end
 -- The echo handler: each chunk back as it arrives, binary-safe. The
 -- stream's pipe is the loop `local d = conn:read_some() ... conn:write(d)`
 -- in C (examples/echo_server.lua is that loop in Lua).
+-- host:port as a client would write it: an IPv6 address in brackets.
+local function hostport(host, port)
+  return (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
+end
+
 local function echo(conn)
   conn:pipe(conn)
 end
@@ -55,7 +60,7 @@ end
 local function serve_udp(o, handler)
   local u = reverb.udp(o.host, o.port)
   handler = handler or function(data) return data end
-  if not o.quiet then say("udp ", o.what, " listening on ", o.host, ":", u.port) end
+  if not o.quiet then say("udp ", o.what, " listening on ", hostport(o.host, u.port)) end
   reverb.spawn(function()
     while not u.closed do
       local ok, err = pcall(function()
@@ -83,7 +88,7 @@ local function serve_stream(o, handler)
   end
   local srv = reverb.serve(opts, handler or echo)
   if not o.quiet and not o.worker then
-    say(o.what, " listening on ", o.unix or (srv.host .. ":" .. srv.port))
+    say(o.what, " listening on ", o.unix or hostport(srv.host, srv.port))
   end
   stop_on_signals(function()
     srv:close()
@@ -118,7 +123,7 @@ local function supervise(o, n)
 
   for _ = 1, n do start_worker() end
   if not o.quiet then
-    say(o.what, " listening on ", o.host, ":", o.port, " (", n, " workers)")
+    say(o.what, " listening on ", hostport(o.host, o.port), " (", n, " workers)")
   end
   local function stop() stopping = true end
   reverb.on_signal("INT", stop)
