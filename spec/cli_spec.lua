@@ -259,6 +259,20 @@ function TestCli.test_sigterm_and_sigint_exit_0()
   end
 end
 
+-- Ctrl-C stops a script blocked in a system call (here accept), as it
+-- stops a C program: lua5.4's handler alone would wait for the next Lua
+-- instruction, which never comes.
+function TestCli.test_sigint_stops_a_script_blocked_in_accept()
+  local pid, out = H.start(R .. " run examples/tutorial_echo_server.lua 0 & echo child=$!; " ..
+                           "wait $!; echo status=$?")
+  local child = tonumber((H.await_output(out, "child=(%d+)")))
+  H.await_output(out, "listening on port (%d+)")
+  require("reverb.core").kill(child, "INT")
+  lu.assertEquals(H.await_output(out, "status=(%d+)"), "130", "killed by SIGINT")
+  H.wait_exit(pid)
+  os.remove(out)
+end
+
 function TestCli.test_expected_failures_are_one_line_and_exit_1()
   local hold <close> = reverb.serve(0, function() end)
   local cases = {

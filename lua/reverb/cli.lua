@@ -260,6 +260,12 @@ function M.main(args)
     io.stderr:write("reverb: unknown command '", cmd, "'\n(see reverb --help)\n")
     return 2
   end
+  -- Ctrl-C ends a command as it ends nc or a C server, unless a script
+  -- asks for it (reverb.on_signal, as serve does). lua5.4's own handler
+  -- only asks the next Lua instruction to raise: a blocking accept or
+  -- recv, which the kernel restarts after it, never gets there. The REPL
+  -- keeps it: there Ctrl-C interrupts what was typed.
+  if cmd ~= "repl" then core.signal_default("INT") end
   local ok, status = xpcall(fn, bug, rest)
   if ok then return status or 0 end
   local text, code = failure(status)
