@@ -56,6 +56,19 @@ function TestCli.test_help_and_version()
     lu.assertEquals(substatus, 0)
     lu.assertStrContains(sub, "Usage: reverb " .. cmd)
   end
+  -- every option a command takes is in its own help and in reverb --help
+  local specs = { serve = require("reverb.cli_serve").SPEC,
+                  connect = require("reverb.cli_connect").SPECS.connect,
+                  send = require("reverb.cli_connect").SPECS.send }
+  for cmd, spec in pairs(specs) do
+    local sub = H.sh(R .. " " .. cmd .. " --help")
+    for _, kind in ipairs { "values", "flags" } do
+      for opt in pairs(spec[kind] or {}) do
+        lu.assertStrContains(sub, opt, false, "reverb " .. cmd .. " --help")
+        lu.assertStrContains(out, opt, false, "reverb --help, " .. cmd)
+      end
+    end
+  end
   out = H.sh(R .. " --version")
   lu.assertStrMatches(out, "reverb %d+%.%d+%.%d+ %(Lua 5%.4%)\n")
 end
@@ -78,6 +91,10 @@ function TestCli.test_serve_and_send()
   reply, status = H.sh("printf 'from\\nstdin' | " .. R .. " send 127.0.0.1 " .. port)
   lu.assertEquals(status, 0)
   lu.assertEquals(reply, "from\nstdin")
+  -- after "--", words that look like options are the message
+  reply, status = H.sh(R .. " send 127.0.0.1 " .. port .. " -- ls -la --help")
+  lu.assertEquals(status, 0)
+  lu.assertEquals(reply, "ls -la --help\n")
   lu.assertStrMatches(H.slurp(out), "reverb: echo server listening on 127%.0%.0%.1:%d+\n")
   H.stop(pid)
   os.remove(out)

@@ -18,19 +18,30 @@ reverb -- a Lua 5.4 networking toolkit: echo server, client, protocol workbench
 
 Usage:
   reverb serve [PORT] [options] [SCRIPT.lua]   a server: echo, or the handler SCRIPT returns
-  reverb connect HOST PORT [options]           an interactive client, like nc
-  reverb send HOST PORT [MESSAGE...]           send a message (or stdin), print the reply
+      --host H  --unix PATH  --udp  --workers N  --idle-timeout S  --max-line N
+      -v, --verbose  -q, --quiet
+  reverb connect HOST PORT [--udp] [--trace]   an interactive client, like nc
+  reverb connect --unix PATH [--trace]
+  reverb send HOST PORT [MESSAGE...] [--timeout S]
+  reverb send --unix PATH [MESSAGE...] [--timeout S]
+                                               send a message (or stdin), print the reply
   reverb run SCRIPT.lua [ARGS...]              run a script, then its servers and tasks
   reverb repl                                  a Lua prompt whose servers keep serving
   reverb                                       the same as reverb repl
   reverb --help | --version
-  reverb COMMAND --help                        help on one command
+  reverb COMMAND --help                        each option of one command, explained
+
+Options go anywhere after the command; "--" ends them, so that a message
+may start with "-".
+
+Ctrl-C ends every command (serve closes its clients first).
 
 Examples:
   reverb serve                                 echo server on 127.0.0.1:8080
   reverb serve 9000 examples/upper.lua         serve the handler upper.lua returns
   reverb connect 127.0.0.1 8080 --trace        talk to it, every byte shown on stderr
   reverb send 127.0.0.1 8080 hello             prints hello
+  reverb send 127.0.0.1 8080 -- -n is a flag   sends "-n is a flag"
 
 Exit status: 0 success, 1 runtime failure, 2 usage error.
 ]]
@@ -87,10 +98,16 @@ Examples:
 
 HELP.send = [[
 Usage: reverb send HOST PORT [MESSAGE...] [--timeout S]
+       reverb send --unix PATH [MESSAGE...] [--timeout S]
 
 Sends MESSAGE (the words joined by spaces, then a newline) or, with no
 message, all of stdin; then half-closes and prints every byte of the reply
 until the server closes (or sends nothing for S seconds, default 5).
+
+Options:
+  --unix PATH          send to a unix socket
+  --timeout S          give up on a server silent for S seconds (default 5)
+  --                   the rest is the message, even words starting with "-"
 
 Examples:
   reverb send 127.0.0.1 8080 Hello, Server!
@@ -102,7 +119,8 @@ Usage: reverb run SCRIPT.lua [ARGS...]
 
 Runs SCRIPT with reverb loaded (require "reverb", or the global reverb),
 arg set as lua sets it, then runs the loop until no task, server or timer
-is left.
+is left. Every word after SCRIPT goes to it, options too. Ctrl-C ends it,
+unless it says otherwise (reverb.on_signal("INT", fn)).
 
 Example:
   reverb run examples/echo_server.lua 9000
@@ -119,6 +137,8 @@ runs while the prompt waits, so servers started here keep serving:
   > c = reverb.connect("127.0.0.1", 9000)
   > c:write("hi\n"):read_line()
   hi
+
+Ctrl-D (the end of input) or Ctrl-C leaves it, and its servers with it.
 ]]
 
 --- A usage error: printed with a pointer to the help, exit status 2.
@@ -129,14 +149,17 @@ function M.usage(cmd, message)
 end
 
 --- Parses args against a spec: spec.values (options taking a value) and
--- spec.flags (switches), each mapping the option to its field. Returns
--- options, positionals.
+-- spec.flags (switches), each mapping the option to its field; "--" ends
+-- the options. Returns options, positionals.
 function M.parse(cmd, args, spec)
   local opts, pos = {}, {}
   local i = 1
   while i <= #args do
     local a = args[i]
-    if a == "--help" or a == "-h" then
+    if a == "--" then   -- the rest is positional, whatever it looks like
+      table.move(args, i + 1, #args, #pos + 1, pos)
+      break
+    elseif a == "--help" or a == "-h" then
       opts.help = true
     elseif spec.values and spec.values[a] then
       local v = args[i + 1]
@@ -260,12 +283,12 @@ function M.main(args)
     io.stderr:write("reverb: unknown command '", cmd, "'\n(see reverb --help)\n")
     return 2
   end
-  -- Ctrl-C ends a command as it ends nc or a C server, unless a script
-  -- asks for it (reverb.on_signal, as serve does). lua5.4's own handler
-  -- only asks the next Lua instruction to raise: a blocking accept or
-  -- recv, which the kernel restarts after it, never gets there. The REPL
-  -- keeps it: there Ctrl-C interrupts what was typed.
-  if cmd ~= "repl" then core.signal_default("INT") end
+  -- Ctrl-C ends a command as it ends nc, a C server or lua5.4 at its
+  -- prompt, unless a script asks for it (reverb.on_signal, as serve
+  -- does). lua5.4's own handler only asks the next Lua instruction to
+  -- raise: a blocking accept or recv, which the kernel restarts after it,
+  -- never got there, and the loop's wait raised it with a traceback.
+  core.signal_default("INT")
   local ok, status = xpcall(fn, bug, rest)
   if ok then return status or 0 end
   local text, code = failure(status)

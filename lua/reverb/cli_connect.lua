@@ -90,11 +90,15 @@ local function connect_udp(host, port, trace)
   return 0
 end
 
+-- The options of each command (the help spec checks each is documented).
+local SPECS = {
+  connect = { values = { ["--unix"] = "unix" },
+              flags = { ["--udp"] = "udp", ["--trace"] = "trace" } },
+  send = { values = { ["--unix"] = "unix", ["--timeout"] = "timeout" } },
+}
+
 local function connect(args)
-  local o, pos = cli.parse("connect", args, {
-    values = { ["--unix"] = "unix" },
-    flags = { ["--udp"] = "udp", ["--trace"] = "trace" },
-  })
+  local o, pos = cli.parse("connect", args, SPECS.connect)
   if o.help then
     io.stdout:write(cli.HELP.connect)
     return 0
@@ -123,9 +127,7 @@ local function connect(args)
 end
 
 local function send(args)
-  local o, pos = cli.parse("send", args, {
-    values = { ["--unix"] = "unix", ["--timeout"] = "timeout" },
-  })
+  local o, pos = cli.parse("send", args, SPECS.send)
   if o.help then
     io.stdout:write(cli.HELP.send)
     return 0
@@ -153,4 +155,4 @@ local function send(args)
   return 0
 end
 
-return { connect = connect, send = send, escape = escape }
+return { connect = connect, send = send, escape = escape, SPECS = SPECS }

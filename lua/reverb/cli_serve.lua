@@ -185,4 +185,4 @@ local function main(args)
   return 0
 end
 
-return { main = main }
+return { main = main, SPEC = SPEC }
