@@ -437,7 +437,8 @@ RV_INLINE ssize_t send_once(rv_stream *s, const char *data, size_t len) {
   return n < 0 ? -errno : n;
 }
 
-/* send_once for a task: bytes taken, 0 when the kernel has no room; an
+/* send_once for a task: bytes taken (counted: getstats reports what
+   went out, not what was asked for), 0 when the kernel has no room; an
    error raised. */
 static size_t transmit(lua_State *L, rv_stream *s, const char *data, size_t len) {
   ssize_t n = send_once(s, data, len);
@@ -445,6 +446,7 @@ static size_t transmit(lua_State *L, rv_stream *s, const char *data, size_t len)
     if (!wouldblock(n)) rv_fail(L, "send", (int)-n, NULL);
     n = 0;
   }
+  s->bytes_out += n;
   s->wready = (size_t)n == len;   /* a short send means the kernel buffer is full */
   return (size_t)n;
 }
@@ -476,7 +478,6 @@ static int s_write(lua_State *L) {
     lua_concat(L, n);
     data = lua_tolstring(L, 2, &len);
   }
-  s->bytes_out += (lua_Integer)len;
   if (s->sock->fd < 0) return fail(L, "write", EBADF, "socket is closed");
   if (!s->wlock && s->wready) {
     sent = len ? transmit(L, s, data, len) : 0;
@@ -568,7 +569,6 @@ static int pipe_writek(lua_State *L, int status, lua_KContext ctx) {
 static void forward(lua_State *L, rv_stream *d, const char *data, size_t len) {
   size_t sent = 0;
   if (d->sock->fd < 0) failat(L, P_DST, "write", EBADF, "socket is closed");
-  d->bytes_out += (lua_Integer)len;
   if (!d->wlock && d->wready) {
     sent = transmit(L, d, data, len);
     if (sent == len) return;

@@ -118,6 +118,19 @@ function TestStream.test_getstats_counts_bytes_each_way()
   lu.assertTrue(age >= 0 and age < 60, "age " .. age)
   got, sent = p[2]:getstats()
   lu.assertEquals({ got, sent }, { 8, 2 })
+  -- what did not go out is not counted: a write to a closed stream
+  p[2]:close()
+  H.raises("EBADF", p[2].write, p[2], "lost")
+  lu.assertEquals(select(2, p[2]:getstats()), 2)
+  -- and a write the kernel takes in parts counts every part once
+  local q <close> = pair()
+  local big = string.rep("x", 1 << 21)
+  reverb.spawn(function() q[1]:write(big) end)
+  local read = 0
+  H.within(10, function()
+    while read < #big do read = read + #q[2]:read_some() end
+  end)
+  lu.assertEquals(select(2, q[1]:getstats()), #big)
 end
 
 function TestStream.test_write_checks_its_arguments()
