@@ -27,7 +27,7 @@ ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -fvisibility=hidden -I$(LUA_INCD
 LIBFLAG ?= -shared
 
 SRC  = $(wildcard csrc/*.c)
-HDR  = csrc/reverb.h build/errnames.h
+HDR  = csrc/reverb.h csrc/stream.h build/errnames.h
 OBJ  = $(SRC:csrc/%.c=build/obj/%.o)
 AOBJ = $(SRC:csrc/%.c=build/asan/obj/%.o)
 SAN  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -86,7 +86,7 @@ RV_HIDDEN int rv_poller_poll(lua_State *L, int idx, const struct epoll_event **e
 extern RV_HIDDEN const luaL_Reg rv_poller_funcs[];
 extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 
-/* sched.c and stream.c: the scheduler's record of the running task, the
+/* sched.c and stream*.c: the scheduler's record of the running task, the
    marker a task yields to park (its address is the marker), and where the
    objects of the task parked on each descriptor live, so that dispatch
    can prefetch them (rv_sched_hint; addresses only, never dereferenced),
