@@ -377,6 +377,45 @@ function TestStream.test_pipe_reports_a_reset_met_by_the_relay_as_econnreset()
   lu.assertEquals(err.code, "ECONNRESET")
 end
 
+-- A task parked in read_some (the Lua echo's path): a maximum holds
+-- when it wakes, the rest staying buffered in order, and a reset that
+-- came after epoll said "readable" (the two-events trick above) raises
+-- in the task.
+function TestStream.test_a_parked_read_some_gets_at_most_max_and_the_rest_after()
+  local p <close> = pair()
+  p[2]:settimeout(nil)   -- the parked read
+  local got = {}
+  reverb.spawn(function()
+    got[1] = p[2]:read_some(3)
+    got[2] = p[2]:read_some()
+  end)
+  reverb.sleep(0.01)
+  p[1]:write("abcdefgh")
+  H.within(5, function() while not got[2] do reverb.sleep(0.001) end end)
+  lu.assertEquals(got, { "abc", "defgh" })
+end
+
+function TestStream.test_a_reset_met_for_a_parked_read_some_raises_econnreset()
+  local p <close> = pair()
+  local go <close> = pair()
+  p[2]:settimeout(nil)
+  go[2]:settimeout(nil)
+  lu.assertEquals(p[2].socket:send("unread"), 6)   -- closing p[1] now resets p[2]
+  local ok, err
+  reverb.spawn(function() ok, err = pcall(p[2].read_some, p[2]) end)
+  reverb.spawn(function()
+    go[2]:read_some()
+    lu.assertEquals(p[2].socket:recv(), "x")
+    p[1]:close()
+  end)
+  reverb.sleep(0.01)
+  go[1]:write("go")
+  p[1]:write("x")
+  H.within(5, function() while ok == nil do reverb.sleep(0.001) end end)
+  lu.assertFalse(ok, "read_some returned " .. tostring(err))
+  lu.assertEquals(err.code, "ECONNRESET")
+end
+
 function TestStream.test_pipe_errors()
   local p <close> = pair()
   local q <close> = pair()
