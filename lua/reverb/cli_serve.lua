@@ -24,14 +24,14 @@ local function say(...)
   io.stderr:write("\n")
 end
 
--- The echo handler: each chunk back as it arrives, binary-safe. The
--- stream's pipe is the loop `local d = conn:read_some() ... conn:write(d)`
--- in C (examples/echo_server.lua is that loop in Lua).
 -- host:port as a client would write it: an IPv6 address in brackets.
 local function hostport(host, port)
   return (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
 end
 
+-- The echo handler: each chunk back as it arrives, binary-safe. The
+-- stream's pipe is the loop `local d = conn:read_some() ... conn:write(d)`
+-- in C (examples/echo_server.lua is that loop in Lua).
 local function echo(conn)
   conn:pipe(conn)
 end

@@ -17,18 +17,18 @@ end
 -- opts: timeout (seconds, for the connect and every later wait), nodelay,
 -- max_line.
 local function connect(host, port, opts)
-  local arg = 3   -- where opts came: connect(host, port, opts) or connect(opts)
+  local argn = 3   -- where opts came: connect(host, port, opts) or connect(opts)
   if type(host) == "table" then
-    opts, arg = host, 1
+    opts, argn = host, 1
     host, port = opts.host, opts.port
   end
   opts = opts or {}
   local t, max_line = opts.timeout, opts.max_line
   if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(arg), 2)
+    error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(argn), 2)
   end
   if max_line ~= nil and (math.type(max_line) ~= "integer" or max_line < 1) then
-    error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(arg), 2)
+    error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(argn), 2)
   end
   local family, peer
   if opts.unix then

@@ -22,8 +22,9 @@ end
 
 --- Sends one datagram; returns the bytes sent.
 function Udp:sendto(data, host, port)
-  if type(data) ~= "string" then   -- numbered as the method call counts
-    error("bad argument #1 to 'sendto' (string expected, got " .. type(data) .. ")", 2)
+  local t = type(data)
+  if t ~= "string" and t ~= "number" then   -- numbered as the method call counts
+    error("bad argument #1 to 'sendto' (string expected, got " .. t .. ")", 2)
   end
   while true do
     local n = sendto(self.socket, data, host, port)
