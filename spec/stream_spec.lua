@@ -246,6 +246,19 @@ function TestStream.test_a_socket_closed_under_a_waiting_reader()
   lu.assertEquals(new[2]:read_line(), "still here")
 end
 
+-- A reader and a writer may wait on one stream at once, each with its
+-- own deadline: neither's wait may take the other's timer away.
+function TestStream.test_a_timed_reader_and_writer_wait_at_once()
+  local p <close> = pair({ timeout = 0.05 })
+  local read_err, write_err
+  reverb.spawn(function() read_err = select(2, pcall(p[2].read_line, p[2])) end)
+  reverb.spawn(function()   -- to a peer that never reads: the kernel fills
+    write_err = select(2, pcall(p[2].write, p[2], string.rep("x", 8 << 20)))
+  end)
+  H.within(5, function() while not (read_err and write_err) do reverb.sleep(0.005) end end)
+  lu.assertEquals({ read_err.code, write_err.code }, { "ETIMEDOUT", "ETIMEDOUT" })
+end
+
 -- A search remembers how far it looked only within its own call: the
 -- next call may look for another delimiter, one the buffer already holds.
 function TestStream.test_a_search_that_raised_hides_no_other_delimiter()

@@ -228,24 +228,27 @@ local function suspend(who)
 end
 
 -- Timers are heap entries { t = when, co = waiter }. A watcher's wait
--- with a deadline reuses the watcher's one entry (w.timer) instead of
--- pushing a new one per wait: the entry keeps its place in the heap and
--- only its real deadline `due` moves; when it comes up early it is pushed
--- back to `due`. So a connection with a timeout costs one heap entry, not
--- one per read, however fast it reads.
+-- with a deadline reuses the watcher's entry for that direction
+-- (w.timer for reads, w.wtimer for writes: a reader and a writer may
+-- wait at once) instead of pushing a new one per wait: the entry keeps
+-- its place in the heap and only its real deadline `due` moves; when it
+-- comes up early it is pushed back to `due`. So a connection with a
+-- timeout costs one heap entry per direction, not one per read, however
+-- fast it reads.
 local function add_timer(t, co)
   heap.push(timers, { t = t, co = co })
 end
 
 local function watcher_timer(w, write, who, deadline)
-  local e = w.timer
+  local key = write and "wtimer" or "timer"
+  local e = w[key]
   if e and e.live and e.t <= deadline then
-    e.due, e.co, e.write = deadline, who, write
+    e.due, e.co = deadline, who
     return e
   end
   if e then e.live = false end   -- one that would fire too late: replaced
   e = { t = deadline, due = deadline, co = who, w = w, write = write, live = true }
-  w.timer = e
+  w[key] = e
   heap.push(timers, e)
   return e
 end
@@ -314,12 +317,14 @@ local function compact()
 end
 
 -- Drops the watcher of fd and wakes its waiters: they see "closed". Its
--- timer entry, which waits in the heap until its deadline, lets go of it,
+-- timer entries, which wait in the heap until their deadline, let go of it,
 -- or a closed connection would be held for as long as its timeout.
 local function forget(w, fd)
-  local e = w.timer
-  if e then
-    e.live, e.co, e.w, w.timer = false, nil, nil, nil
+  for _, key in ipairs { "timer", "wtimer" } do
+    local e = w[key]
+    if e then
+      e.live, e.co, e.w, w[key] = false, nil, nil, nil
+    end
   end
   w.fd = nil
   watchers[fd] = nil
