@@ -106,11 +106,12 @@ static int l_resume(lua_State *L) {
 
 /* park(q, fd) -> the value the task is woken with.  Inside a task:
    q[fd] = the task, and the task yields to the loop.  Anywhere else (top
-   level, a plain coroutine) nothing happens and nothing is returned: the
-   caller takes its slow path. */
+   level, a plain coroutine, a C call that cannot yield) nothing happens
+   and nothing is returned: the caller takes its slow path, which says
+   what is wrong. */
 static int l_park(lua_State *L) {
   lua_Integer fd;
-  if (L != getsched(L)->current) return 0;
+  if (L != getsched(L)->current || !lua_isyieldable(L)) return 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   fd = luaL_checkinteger(L, 2);
   lua_pushthread(L);

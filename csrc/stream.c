@@ -132,7 +132,9 @@ void rvs_consume(rv_stream *s, size_t n) {
 int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   int fd = s->sock->fd;
   rv_hint h;
-  if (s->timeout >= 0 || L != s->sched->current) return 0;
+  /* Not yieldable (inside a metamethod, say): the slow path raises,
+     before anything is registered. */
+  if (s->timeout >= 0 || L != s->sched->current || !lua_isyieldable(L)) return 0;
   if (lua_rawgeti(L, lua_upvalueindex(UV_READERS), fd) != LUA_TNIL) {
     lua_pop(L, 1);   /* someone waits already: loop.wait says who is wrong */
     return 0;

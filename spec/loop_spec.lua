@@ -232,6 +232,23 @@ function TestLoop.test_run_inside_a_task_is_an_error()
   lu.assertStrContains(nested, "inside a task")
 end
 
+-- A wait inside a C call that cannot yield (a gsub callback) is refused
+-- before the task is registered anywhere: the task's next wait is its own.
+function TestLoop.test_a_wait_that_cannot_yield_is_refused_and_leaves_nothing()
+  local p <close> = H.stream_pair()
+  p[2]:settimeout(nil)   -- the parked read
+  local err, line
+  reverb.spawn(function()
+    err = select(2, pcall(string.gsub, "x", ".", function() return p[2]:read_line() end))
+    line = p[2]:read_line()
+  end)
+  reverb.sleep(0.01)
+  p[1]:write("after\n")
+  H.within(5, function() while not line do reverb.sleep(0.001) end end)
+  lu.assertStrContains(err, "cannot wait here: inside a C call")
+  lu.assertEquals(line, "after")
+end
+
 function TestLoop.test_spawn_checks_its_argument()
   lu.assertErrorMsgContains("function expected", reverb.spawn, 42)
   lu.assertErrorMsgContains("number expected", reverb.sleep, "soon")

@@ -29,8 +29,8 @@
 local core = require "reverb.core"
 local heap = require "reverb.heap"
 
-local create, running, yield, cclose =
-  coroutine.create, coroutine.running, coroutine.yield, coroutine.close
+local create, running, yield, cclose, isyieldable =
+  coroutine.create, coroutine.running, coroutine.yield, coroutine.close, coroutine.isyieldable
 local now = core.now
 local traceback = debug.traceback
 
@@ -198,7 +198,16 @@ end
 --- The waiter for the running code: its task, or MAIN at top level.
 local function current()
   local co = running()
-  if tasks[co] then return co end
+  if tasks[co] then
+    -- checked before anyone registers the task as a waiter: a yield
+    -- refused later would leave it registered, and its wakes would go
+    -- to whatever it waits for next
+    if not isyieldable() then
+      error("reverb: cannot wait here: inside a C call that cannot yield " ..
+            "(a metamethod, or a callback of string.gsub or table.sort)", 3)
+    end
+    return co
+  end
   if stepping then
     error("reverb: cannot wait here: not inside a reverb task " ..
           "(a plain coroutine inside a task?)", 3)
