@@ -91,6 +91,21 @@ function TestLoop.test_a_task_that_yields_by_itself_is_refused_clearly()
   lu.assertStrContains(out, "loop survived")
 end
 
+-- The report of a failed task survives an error object whose __tostring
+-- raises: the loop goes on, and so do the other tasks.
+function TestLoop.test_an_error_that_cannot_be_printed_is_reported_all_the_same()
+  local out = H.sh(H.LUA .. [[ -e '
+    local reverb = require "reverb"
+    reverb.spawn(function()
+      error(setmetatable({}, { __tostring = function() error("no words") end }))
+    end)
+    reverb.spawn(function() reverb.sleep(0.01) print("other task done") end)
+    reverb.run() print("loop survived")' 2>&1]])
+  lu.assertStrContains(out, "an error whose __tostring failed")
+  lu.assertStrContains(out, "other task done")
+  lu.assertStrContains(out, "loop survived")
+end
+
 function TestLoop.test_to_be_closed_variables_of_a_failed_task_are_closed()
   local out = H.sh(H.LUA .. [[ -e '
     local reverb = require "reverb"

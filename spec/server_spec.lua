@@ -146,6 +146,26 @@ function TestServer.test_a_raising_on_open_hook_costs_one_client_only()
   lu.assertStrContains(srv.logged[1], "hook blew up")
 end
 
+-- An on_close hook that raises is logged through srv.log, and the
+-- handler's own error still is.
+function TestServer.test_a_raising_on_close_hook_is_logged_with_the_handlers_error()
+  local srv <close> = quiet_serve({ on_close = function() error("close hook blew up") end },
+    function(conn)
+      conn:read_line()
+      error("handler blew up")
+    end)
+  H.within(10, function()
+    local c <close> = H.connect("127.0.0.1", srv.port)
+    c:write("go\n")
+    lu.assertNil(c:read_line())
+    while #srv.logged < 2 do reverb.sleep(0.001) end
+  end)
+  local all = table.concat(srv.logged, "\n")
+  lu.assertStrContains(all, "on_close: ")
+  lu.assertStrContains(all, "close hook blew up")
+  lu.assertStrContains(all, "handler blew up")
+end
+
 -- The loop closes a task that yields outside reverb (coroutine.yield()):
 -- the connection is closed and leaves the list all the same.
 function TestServer.test_a_handler_that_yields_by_itself_loses_its_client_only()

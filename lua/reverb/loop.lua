@@ -79,7 +79,9 @@ local function getpoller()
 end
 
 local function report(co, err)
-  local msg = type(err) == "string" and err or tostring(err)
+  local ok, msg = true, err
+  if type(err) ~= "string" then ok, msg = pcall(tostring, err) end   -- a __tostring may raise
+  if not ok then msg = "(an error whose __tostring failed: " .. tostring(msg) .. ")" end
   io.stderr:write("reverb: task failed: ", traceback(co, msg), "\n")
 end
 

@@ -62,10 +62,16 @@ local function open_and_handle(srv, conn)
   return srv.handler(conn, srv)
 end
 
+-- Drops and closes a client's connection, then runs on_close: a hook
+-- that raises is logged like a handler (it must not cost the handler's
+-- own error its log line, nor bypass srv.log).
 local function clean_up(srv, conn)
   drop_client(srv, conn)
   conn:close()
-  if srv.on_close then srv.on_close(conn) end
+  if srv.on_close then
+    local ok, err = xpcall(srv.on_close, capture, conn)
+    if not ok then srv.log(conn.peer .. ": on_close: " .. tostring(err)) end
+  end
 end
 
 -- Cleans up when the task's coroutine is closed under the handler: the
