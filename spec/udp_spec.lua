@@ -56,8 +56,27 @@ function TestUdp.test_unix_datagrams()
   local data, from = a:recvfrom()
   lu.assertEquals(data, "over a unix datagram")
   lu.assertEquals(from, path .. ".b")
-  os.remove(path)
-  os.remove(path .. ".b")
+  a:close()
+  b:close()
+  lu.assertNil(io.open(path), "close removes the socket's file, as a server's does")
+  local again <close> = H.udp { unix = path }   -- so the path is free again
+  lu.assertEquals(again.host, path)
+end
+
+-- A unix datagram socket is "writable" to epoll while its receiver's
+-- queue is full: sendto must still honour its timeout, not spin on waits
+-- that say ready.
+function TestUdp.test_sendto_a_full_unix_receiver_times_out()
+  local path = H.tmpname()
+  local rx <close> = H.udp { unix = path }   -- never reads
+  local tx <close> = H.udp { unix = path .. ".tx" }
+  tx:settimeout(0.05)
+  local err = H.within(10, function()
+    local _, e = pcall(function() for i = 1, 100000 do tx:sendto("d" .. i, path) end end)
+    return e
+  end)
+  lu.assertTrue(reverb.iserror(err), tostring(err))
+  lu.assertEquals(err.code, "ETIMEDOUT")
 end
 
 function TestUdp.test_inet6_datagrams()

@@ -12,12 +12,16 @@ local sendto, recvfrom = methods.sendto, methods.recvfrom
 local Udp = {}
 Udp.__index = Udp
 
-local function await(self, field, op)
+local function timed_out(op)
+  error(core.error(op, "ETIMEDOUT", "timed out"))
+end
+
+local function await(self, field, op, deadline)
   local t = self.timeout
-  local r = loop.wait(self, field, t and core.now() + t)
+  local r = loop.wait(self, field, deadline or (t and core.now() + t))
   if r == true then return end
-  error(core.error(op, r == false and "ETIMEDOUT" or "EBADF",
-                   r == false and "timed out" or "socket is closed"))
+  if r == false then timed_out(op) end
+  error(core.error(op, "EBADF", "socket is closed"))
 end
 
 --- Sends one datagram; returns the bytes sent.
@@ -26,10 +30,22 @@ function Udp:sendto(data, host, port)
   if t ~= "string" and t ~= "number" then   -- numbered as the method call counts
     error("bad argument #1 to 'sendto' (string expected, got " .. t .. ")", 2)
   end
+  local deadline, pause = self.timeout and core.now() + self.timeout, nil
   while true do
     local n = sendto(self.socket, data, host, port)
     if n then return n end
-    await(self, "write", "sendto")
+    if not pause then
+      await(self, "write", "sendto", deadline)
+      pause = 0.001
+    else
+      -- Still no room after epoll said "writable": an unconnected unix
+      -- datagram socket is writable to epoll while its receiver's queue
+      -- is full, so waiting on it again would spin. Retry after a pause
+      -- that doubles, up to 50 ms.
+      if deadline and core.now() >= deadline then timed_out("sendto") end
+      loop.sleep(pause)
+      pause = math.min(pause * 2, 0.05)
+    end
   end
 end
 
@@ -52,7 +68,8 @@ function Udp:settimeout(seconds)
 end
 
 function Udp:close()
-  loop.close(self)
+  -- a unix socket's file goes with it, as a server's does
+  if loop.close(self) and self.unix then os.remove(self.unix) end
   return true
 end
 Udp.__close = Udp.close
@@ -82,7 +99,7 @@ local function udp(host, port)
     sock:close()
     error(err, 0)
   end
-  local self = setmetatable({ socket = sock }, Udp)
+  local self = setmetatable({ socket = sock, unix = opts.unix }, Udp)
   loop.watch(self, sock:fileno(), "edge")
   if opts.unix or opts.host or opts.port then
     self.host, self.port = sock:getsockname()
