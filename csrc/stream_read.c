@@ -64,12 +64,18 @@ static int answer(lua_State *L, rv_stream *s, lua_KContext rq) {
     if (have == 0) break;
     take(L, s, size && size < have ? size : have);
     return 1;
-  case OP_LINE:
+  case OP_LINE: {
+    /* The limit is on the line read_line returns: without its "\r\n".
+       Before the "\n" comes, a last "\r" may be the start of one. */
+    size_t len;
     at = search(s, "\n", 1);
-    if (at >= 0 ? (size_t)at > s->max_line : have > s->max_line) toolong(L, s);
+    len = at >= 0 ? (size_t)at : have;
+    if (len > 0 && s->buf[s->head + len - 1] == '\r') len--;
+    if (len > s->max_line) toolong(L, s);
     if (at >= 0) return line(L, s, (size_t)at, 1);
     if (s->eof && have > 0) return line(L, s, have, 0);
     break;
+  }
   case OP_UNTIL: {
     size_t dlen;
     const char *d = lua_tolstring(L, I_ARG, &dlen);

@@ -51,6 +51,18 @@ function TestStream.test_line_longer_than_max_line_raises()
   end)
 end
 
+-- max_line bounds the line read_line returns: a "\r\n" does not count.
+function TestStream.test_a_line_of_max_line_bytes_passes_with_crlf()
+  local p <close> = pair { max_line = 10 }
+  p[1]:write("0123456789\r")   -- its "\n" not here yet
+  reverb.spawn(function() reverb.sleep(0.01) p[1]:write("\n0123456789\n01234567890\r\n") end)
+  H.within(5, function()
+    lu.assertEquals(p[2]:read_line(), "0123456789")
+    lu.assertEquals(p[2]:read_line(), "0123456789")
+    H.raises("EMSGSIZE", p[2].read_line, p[2])
+  end)
+end
+
 function TestStream.test_long_line_in_many_chunks_is_linear()
   -- 4 MiB in 4 KiB writes: a quadratic buffer would copy ~2 TB
   local p <close> = pair { max_line = 8 << 20 }

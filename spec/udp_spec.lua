@@ -68,7 +68,7 @@ end
 -- that say ready.
 function TestUdp.test_sendto_a_full_unix_receiver_times_out()
   local path = H.tmpname()
-  local rx <close> = H.udp { unix = path }   -- never reads
+  local _rx <close> = H.udp { unix = path }   -- never reads
   local tx <close> = H.udp { unix = path .. ".tx" }
   tx:settimeout(0.05)
   local err = H.within(10, function()
