@@ -165,8 +165,9 @@ static int s_read_some(lua_State *L) {
     if (lua_gettop(L) < I_SELF) luaL_typeerror(L, I_SELF, "reverb.stream");
     lua_pushnil(L);   /* cheaper than settop */
   } else if (!lua_isnil(L, I_ARG)) {
-    max = lua_isinteger(L, I_ARG) ? lua_tointeger(L, I_ARG) : 0;
-    if (max < 1) rvs_argerror(L, I_ARG, "read_some", "positive integer expected");
+    int isint;   /* 2.0 or "2" too, as luaL_checkinteger takes them */
+    max = lua_tointegerx(L, I_ARG, &isint);
+    if (!isint || max < 1) rvs_argerror(L, I_ARG, "read_some", "positive integer expected");
   }
   return startread(L, OP_SOME, max);
 }
@@ -186,9 +187,10 @@ static int s_read_until(lua_State *L) {
 
 /* read(n) -> exactly n bytes; nil, partial at the end. */
 static int s_read(lua_State *L) {
-  if (!lua_isinteger(L, I_ARG) || lua_tointeger(L, I_ARG) < 0)
-    rvs_argerror(L, I_ARG, "read", "non-negative integer expected");
-  return startread(L, OP_EXACT, lua_tointeger(L, I_ARG));
+  int isint;
+  lua_Integer n = lua_tointegerx(L, I_ARG, &isint);
+  if (!isint || n < 0) rvs_argerror(L, I_ARG, "read", "non-negative integer expected");
+  return startread(L, OP_EXACT, n);
 }
 
 /* read_all() -> everything until the end ("" when nothing came). */

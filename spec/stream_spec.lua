@@ -150,6 +150,13 @@ function TestStream.test_write_checks_its_arguments()
   lu.assertErrorMsgContains("bad argument #2 to 'write' (string expected, got table)",
     p[1].write, p[1], "x", {})
   lu.assertErrorMsgContains("non-negative integer", p[1].read, p[1], -1)
+  lu.assertErrorMsgContains("non-negative integer", p[1].read, p[1], 1.5)
+  -- an integral float counts as the integer, as Lua's own checks take it
+  p[1]:write("abcdef")
+  H.within(5, function()
+    lu.assertEquals(p[2]:read(4 / 2), "ab")
+    lu.assertEquals(p[2]:read_some(2.0), "cd")
+  end)
 end
 
 function TestStream.test_timeouts_raise_etimedout()

@@ -45,6 +45,8 @@ function TestUdp.test_recvfrom_timeout()
     u.sendto, u, {}, "127.0.0.1", 9)
   lu.assertErrorMsgContains("bad argument #1 to 'udp' (host: string expected, got number)",
     reverb.udp, 5)
+  lu.assertErrorMsgContains("bad argument #1 to 'recvfrom' (size must be positive)",
+    u.recvfrom, u, 0)
 end
 
 function TestUdp.test_unix_datagrams()

@@ -51,6 +51,12 @@ end
 
 --- Receives one datagram: data, host, port.
 function Udp:recvfrom(max)
+  if max ~= nil then   -- checked here: numbered as the method call counts
+    local n = math.tointeger(max)
+    if not n or n < 1 then
+      error("bad argument #1 to 'recvfrom' (size must be positive)", 2)
+    end
+  end
   while true do
     local data, host, port = recvfrom(self.socket, max)
     if data then return data, host, port end
