@@ -75,7 +75,8 @@ end
 
 function TestCli.test_usage_errors_exit_2_in_one_line()
   for _, args in ipairs { "serve --bogus", "serve 99999", "frobnicate", "connect 127.0.0.1",
-                          "serve --workers many", "serve --unix /tmp/x --workers 2" } do
+                          "serve --workers many", "serve --workers 0",
+                          "serve --unix /tmp/x --workers 2" } do
     local out, status = H.sh(R .. " " .. args)
     lu.assertEquals(status, 2, args)
     lu.assertStrMatches(out, "reverb[^\n]*\n%(see reverb[^\n]*%-%-help%)\n")
@@ -230,6 +231,18 @@ print("port " .. srv.port)
   os.remove(out)
 end
 
+-- On SIGTERM the clients are closed and their tasks clean up (the -v
+-- line, on_close) before the server exits.
+function TestCli.test_sigterm_lets_the_clients_clean_up()
+  local pid, port, out = serve("0 -v")
+  local c <close> = H.connect("127.0.0.1", port)
+  H.await_output(out, "open\n")
+  H.stop(pid)
+  lu.assertTrue(H.wait_exit(pid))
+  lu.assertStrContains(H.slurp(out), "closed, 0 bytes in, 0 bytes out")
+  os.remove(out)
+end
+
 function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
   local pid, port, out, kids = serve_workers()
   for i = 1, 10 do
@@ -292,11 +305,21 @@ end
 
 function TestCli.test_expected_failures_are_one_line_and_exit_1()
   local hold <close> = reverb.serve(0, function() end)
+  local not_a_handler = H.tmpname() .. ".lua"
+  local f = assert(io.open(not_a_handler, "w"))
+  f:write("return 42\n")
+  f:close()
   local cases = {
     { "send 127.0.0.1 " .. hold.port .. "0 x", nil },
     { "send no-such-host.invalid 80 x", "reverb: connect no%-such%-host%.invalid:80: .+\n" },
     { "serve " .. hold.port,
       "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
+    -- SO_REUSEPORT must not let --workers share a port someone else holds
+    { "serve " .. hold.port .. " --workers 2",
+      "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
+    -- a script that is no handler fails once, not in each worker, forever
+    { "serve 0 --workers 2 " .. not_a_handler,
+      "^reverb: [^\n]+ must return a handler function %(it returned number%)\n$" },
     { "run no-such-script.lua", "reverb: cannot open no%-such%-script%.lua[^\n]*\n" },
   }
   for _, case in ipairs(cases) do
@@ -313,6 +336,7 @@ function TestCli.test_expected_failures_are_one_line_and_exit_1()
   local out, status = H.sh(R .. " send 127.0.0.1 " .. port .. " x")
   lu.assertEquals(status, 1)
   lu.assertEquals(out, "reverb: connect 127.0.0.1:" .. port .. ": Connection refused\n")
+  os.remove(not_a_handler)
 end
 
 function TestCli.test_a_bug_in_a_script_shows_its_traceback()

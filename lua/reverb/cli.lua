@@ -61,8 +61,9 @@ Options:
   --unix PATH          listen on a unix socket instead
   --udp                a UDP server: the handler is function(data, host, port, u)
                        and what it returns is sent back (default: the data)
-  --workers N          fork N processes sharing the port (SO_REUSEPORT);
-                       a worker that dies is restarted
+  --workers N          N processes sharing the port (SO_REUSEPORT), forked
+                       by a supervisor that restarts any that dies; 1 (the
+                       default) serves in this process
   --idle-timeout S     close a client that sends nothing for S seconds
   --max-line N         longest line read_line accepts (default 65536)
   -v, --verbose        log each connection's open and close, with byte counts
@@ -252,7 +253,7 @@ local COMMANDS = {
 
 --- Formats what a command raised as the one line (or traceback) to show,
 -- and the exit status that goes with it.
-local function failure(err)
+function M.failure(err)
   if getmetatable(err) == USAGE then
     return "reverb" .. (err.cmd and " " .. err.cmd or "") .. ": " .. err.message ..
       "\n(see reverb " .. (err.cmd and err.cmd .. " " or "") .. "--help)", 2
@@ -291,7 +292,7 @@ function M.main(args)
   core.signal_default("INT")
   local ok, status = xpcall(fn, bug, rest)
   if ok then return status or 0 end
-  local text, code = failure(status)
+  local text, code = M.failure(status)
   io.stderr:write(text, "\n")
   return code
 end

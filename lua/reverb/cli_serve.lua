@@ -47,13 +47,20 @@ local function load_handler(script)
   return handler
 end
 
--- Stops on SIGINT/SIGTERM: no more accepting, clients closed, run() ends.
-local function stop_on_signals(close)
+-- Stops on SIGINT/SIGTERM: no more accepting, clients closed, run() ends
+-- once their tasks have cleaned up (on_close, the -v log line), or after
+-- a second for whatever does not end by itself. A worker of --workers
+-- stops on SIGTERM only: Ctrl-C reaches the whole process group, and
+-- its supervisor, not the worker, decides (else a worker stopped by it
+-- would be restarted while the supervisor was about to stop).
+local function stop_on_signals(close, worker)
   local function stop()
     close()
+    local deadline = reverb.now() + 1
+    while loop.count() > 1 and reverb.now() < deadline do reverb.sleep(0.005) end
     reverb.stop()
   end
-  reverb.on_signal("INT", stop)
+  if worker then core.signal_ignore("INT") else reverb.on_signal("INT", stop) end
   reverb.on_signal("TERM", stop)
 end
 
@@ -93,13 +100,22 @@ local function serve_stream(o, handler)
   stop_on_signals(function()
     srv:close()
     for _, conn in ipairs(srv:clients()) do conn:close() end
-  end)
+  end, o.worker)
   return srv
 end
 
 -- The parent of --workers: forks, supervises, restarts, stops them all.
 local function supervise(o, n)
-  local reserve = core.socket(o.host:find(":", 1, true) and "inet6" or "inet")
+  load_handler(o.script)   -- a script that cannot load fails here, once, not in each worker
+  local family = o.host:find(":", 1, true) and "inet6" or "inet"
+  if o.port ~= 0 then
+    -- The workers share the port through SO_REUSEPORT, which would share
+    -- it with anyone else's listener too: a port in use fails here, as
+    -- it does without --workers.
+    local probe <close> = core.socket(family)
+    probe:bind(o.host, o.port)
+  end
+  local reserve = core.socket(family)
   reserve:setoption("reuseport", true)
   reserve:bind(o.host, o.port)
   o.port = select(2, reserve:getsockname())
@@ -115,7 +131,7 @@ local function supervise(o, n)
         serve_stream(o, load_handler(o.script))
         reverb.run()
       end)
-      if not ok then say(tostring(err)) end
+      if not ok then io.stderr:write(cli.failure(err), "\n") end
       os.exit(ok and 0 or 1)
     end
     workers[pid] = reverb.now()
@@ -136,7 +152,7 @@ local function supervise(o, n)
       local started = workers[pid]
       workers[pid] = nil
       if not stopping then
-        say("worker ", pid, " ended; starting another")
+        if not o.quiet then say("worker ", pid, " ended; starting another") end
         -- one that cannot even start must not be restarted in a tight loop
         if started and reverb.now() - started < 1 then reverb.sleep(1) end
         start_worker()
@@ -167,7 +183,10 @@ local function main(args)
   o.port = o.port or 8080
   o.host = o.host or "127.0.0.1"
   if o.host == "*" then o.host = "0.0.0.0" end
-  if o.workers then o.workers = cli.number("serve", "--workers", o.workers, true) end
+  if o.workers then
+    o.workers = cli.number("serve", "--workers", o.workers, true)
+    if o.workers < 1 then cli.usage("serve", "--workers must be 1 or more") end
+  end
   if o.idle_timeout then o.idle_timeout = cli.number("serve", "--idle-timeout", o.idle_timeout) end
   if o.max_line then o.max_line = cli.number("serve", "--max-line", o.max_line, true) end
   if o.udp and (o.unix or o.workers) then
