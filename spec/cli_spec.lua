@@ -235,7 +235,7 @@ end
 -- line, on_close) before the server exits.
 function TestCli.test_sigterm_lets_the_clients_clean_up()
   local pid, port, out = serve("0 -v")
-  local c <close> = H.connect("127.0.0.1", port)
+  local _c <close> = H.connect("127.0.0.1", port)
   H.await_output(out, "open\n")
   H.stop(pid)
   lu.assertTrue(H.wait_exit(pid))
