@@ -76,7 +76,8 @@ end
 function TestCli.test_usage_errors_exit_2_in_one_line()
   for _, args in ipairs { "serve --bogus", "serve 99999", "frobnicate", "connect 127.0.0.1",
                           "serve --workers many", "serve --workers 0",
-                          "serve --unix /tmp/x --workers 2" } do
+                          "serve --unix /tmp/x --workers 2", "connect --unix /tmp/x --udp",
+                          "send 127.0.0.1 1 hi --timeout soon" } do
     local out, status = H.sh(R .. " " .. args)
     lu.assertEquals(status, 2, args)
     lu.assertStrMatches(out, "reverb[^\n]*\n%(see reverb[^\n]*%-%-help%)\n")
@@ -133,6 +134,15 @@ function TestCli.test_udp_echo_and_udp_connect()
     " --udp")
   lu.assertEquals(status, 0)
   lu.assertEquals(reply, "early")
+  -- more than a datagram holds (65,507 bytes) goes in several
+  local input = H.tmpname()
+  local f = assert(io.open(input, "wb"))
+  f:write(string.rep("0123456789", 10000))
+  f:close()
+  reply, status = H.sh(R .. " connect 127.0.0.1 " .. port .. " --udp < " .. input)
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(#reply, 100000)
+  os.remove(input)
   H.stop(pid)
   os.remove(out)
 end

@@ -67,12 +67,19 @@ end
 -- reader wherever it waits.
 local LINGER = 0.5
 
+-- The largest UDP payload over IPv4: stdin is sent in datagrams of at
+-- most this size.
+local MAX_DATAGRAM = 65507
+
 local function connect_udp(host, port, trace)
   local u = reverb.udp()
   run_tasks(function()
     pump_stdin(function(data)
-      trace(">", data)
-      u:sendto(data, host, port)
+      for i = 1, #data, MAX_DATAGRAM do
+        local d = data:sub(i, i + MAX_DATAGRAM - 1)
+        trace(">", d)
+        u:sendto(d, host, port)
+      end
     end)
     reverb.sleep(LINGER)
     u:close()
@@ -103,6 +110,7 @@ local function connect(args)
     io.stdout:write(cli.HELP.connect)
     return 0
   end
+  if o.udp and o.unix then cli.usage("connect", "--udp goes with HOST PORT, not --unix") end
   local host, port = target("connect", o, pos)
   local trace = tracer(o.trace)
   if o.udp then return connect_udp(host, port, trace) end
@@ -135,8 +143,11 @@ local function send(args)
   local host, port = target("send", o, pos)
   local first = o.unix and 1 or 3
   local message = pos[first] and table.concat(pos, " ", first) .. "\n"
-  local conn <close> = reverb.connect(host, port)
-  conn:settimeout(o.timeout and cli.number("send", "--timeout", o.timeout) or 5)
+  -- checked before connecting, and bounding the connect too
+  local timeout = o.timeout and cli.number("send", "--timeout", o.timeout) or 5
+  local opts = type(host) == "table" and host or { host = host, port = port }
+  opts.timeout = timeout
+  local conn <close> = reverb.connect(opts)
   if message then
     conn:write(message)
   else
