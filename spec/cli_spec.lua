@@ -233,11 +233,18 @@ print("port " .. srv.port)
   end)
   repl:write("#srv:clients() + 40\nfor i = 1,\n2 do io.write(i) end\nprint()\n")
   repl:write("error('oops')\n")
+  -- a value whose __tostring raises, an error that is no string: shown,
+  -- and the prompt goes on
+  repl:write("setmetatable({}, { __tostring = function() error('no words') end })\n")
+  repl:write("error({})\nprint('still ' .. 'here')\n")
   lu.assertTrue(repl:close())
   local text = H.slurp(out)
   lu.assertStrContains(text, "port " .. port .. "\n")
   lu.assertStrMatches(text, ".*\n40\n12\n.*")
   lu.assertStrContains(text, "oops")
+  lu.assertStrContains(text, "(__tostring failed: ")
+  lu.assertStrContains(text, "(error object is a table value)")
+  lu.assertStrContains(text, "still here")
   os.remove(out)
 end
 

@@ -36,13 +36,22 @@ local function show(...)
   local n = select("#", ...)
   if n == 0 then return end
   local out = {}
-  for i = 1, n do out[i] = tostring((select(i, ...))) end
+  for i = 1, n do
+    -- a __tostring that raises must not take the prompt (and its servers) down
+    local ok, text = pcall(tostring, (select(i, ...)))
+    out[i] = ok and text or "(__tostring failed: " .. tostring(text) .. ")"
+  end
   io.stdout:write(table.concat(out, "\t"), "\n")
 end
 
 local function report(err)
   if core.iserror(err) then return tostring(err) end
-  return debug.traceback(tostring(err), 2)
+  local ok, text = pcall(tostring, err)
+  if type(err) ~= "string" and type(err) ~= "number" then   -- as lua5.4 says it
+    text = ok and getmetatable(err) and getmetatable(err).__tostring and text
+      or "(error object is a " .. type(err) .. " value)"
+  end
+  return debug.traceback(text, 2)
 end
 
 local function main()
