@@ -56,7 +56,7 @@ static int resolve(lua_State *L, const char *op, int family, int type,
   rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc != 0) {
     char text[300];
-    snprintf(text, sizeof text, "%s:%d", host, (int)port);
+    snprintf(text, sizeof text, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, (int)port);
     return rv_fail_gai(L, op, rc, text);
   }
   memcpy(&out->ss, res->ai_addr, res->ai_addrlen);

@@ -8,6 +8,7 @@
  * names come from errnames.h, generated from the system's <errno.h> at
  * build time, so every errno the platform has gets its own name.
  */
+#define _GNU_SOURCE   /* glibc's <netdb.h> hides EAI_NODATA and EAI_ADDRFAMILY without it */
 #include <errno.h>
 #include <netdb.h>
 #include <string.h>

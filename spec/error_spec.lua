@@ -58,6 +58,10 @@ function TestErrors.test_name_resolution_failure_has_eai_code()
   lu.assertNil(err.errno)
   lu.assertEquals(err.address, "no-such-host.invalid:80")
   lu.assertStrContains(tostring(err), "connect no-such-host.invalid:80: ")
+  -- an IPv6 literal for an IPv4 socket: glibc's own code (not
+  -- EAI_UNKNOWN), and the address written in brackets
+  err = H.raises("EAI_ADDRFAMILY", c.connect, c, "::1", 1)
+  lu.assertEquals(err.address, "[::1]:1")
 end
 
 function TestErrors.test_send_after_peer_reset_is_epipe_or_econnreset()
