@@ -107,7 +107,10 @@ static int answer(lua_State *L, rv_stream *s, lua_KContext rq) {
 ssize_t rvs_receive(lua_State *L, rv_stream *s, char *scratch) {
   ssize_t n = recv_once(s, scratch);
   if (n >= 0) return n;
-  if (!wouldblock(n)) rv_fail(L, "recv", (int)-n, NULL);
+  if (!wouldblock(n)) {   /* the stream (at 1: a read's self, pipe's source) names its peer */
+    lua_getfield(L, 1, "peer");
+    rv_fail(L, "recv", (int)-n, lua_tostring(L, -1));
+  }
   s->rready = 0;
   return -1;
 }

@@ -445,7 +445,15 @@ function TestStream.test_a_reset_met_for_a_parked_read_some_raises_econnreset()
   p[1]:write("x")
   H.within(5, function() while ok == nil do reverb.sleep(0.001) end end)
   lu.assertFalse(ok, "read_some returned " .. tostring(err))
-  lu.assertEquals(err.code, "ECONNRESET")
+  lu.assertEquals({ err.op, err.code, err.address }, { "recv", "ECONNRESET", "b" })
+end
+
+-- A send that fails names the peer it was for, as a timeout does.
+function TestStream.test_a_failed_send_names_its_peer()
+  local p <close> = pair()
+  p[2].socket:close()   -- the kernel's socket: the next send meets EPIPE
+  local err = H.raises("EPIPE", p[1].write, p[1], "lost")
+  lu.assertEquals({ err.op, err.address }, { "send", "a" })
 end
 
 function TestStream.test_pipe_errors()
