@@ -12,5 +12,10 @@ if #messages == 0 then messages = { "Hello, Server!" } end
 local conn <close> = reverb.connect("127.0.0.1", port, { timeout = 10 })
 for _, message in ipairs(messages) do
   conn:write(message, "\n")
-  print("Server replied: " .. conn:read_line())
+  local reply = conn:read_line()
+  if not reply then   -- the server closed without answering
+    print("Server closed the connection")
+    break
+  end
+  print("Server replied: " .. reply)
 end

@@ -4,7 +4,9 @@
 -- Run:   bin/reverb run examples/tutorial_echo_client.lua [PORT]      (PORT defaults to 8080;
 --        start examples/tutorial_echo_server.lua first)
 -- A failure (no server, say) ends the script with one line such as
---   connect 127.0.0.1:8080: Connection refused (ECONNREFUSED)
+--   reverb: connect 127.0.0.1:8080: Connection refused
+-- (under plain lua5.4, the error object's own form:
+--   connect 127.0.0.1:8080: Connection refused (ECONNREFUSED))
 local core = require "reverb.core"
 
 local port = tonumber(arg and arg[1]) or 8080

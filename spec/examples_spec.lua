@@ -38,6 +38,21 @@ function TestExamples.test_tutorial_client_without_a_server_fails_in_one_line()
   lu.assertEquals(out, "reverb: connect 127.0.0.1:" .. port .. ": Connection refused\n")
 end
 
+function TestExamples.test_echo_client_says_when_the_server_closes_without_a_reply()
+  local script = H.tmpname() .. ".lua"   -- a server that reads a line and hangs up
+  local f = assert(io.open(script, "w"))
+  f:write("return function(conn) conn:read_line() end\n")
+  f:close()
+  local pid, out = H.start("exec bin/reverb serve 0 " .. script)
+  local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+  local reply, status = H.sh("bin/reverb run examples/echo_client.lua " .. port .. " hi")
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(reply, "Server closed the connection\n")
+  H.stop(pid)
+  os.remove(out)
+  os.remove(script)
+end
+
 function TestExamples.test_udp_echo()
   local pid, out = H.start(RUN .. "udp_echo.lua 0")
   local port = H.await_output(out, "UDP echo listening on port (%d+)")
