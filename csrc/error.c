@@ -126,13 +126,21 @@ static int error_tostring(lua_State *L) {
 
 /* core.error(op, code, message [, address]) -> an error object, not raised.
    The Lua layers use it for their own failures (ETIMEDOUT, EMSGSIZE). */
+/* The text of a getaddrinfo code by its name, as rv_fail_gai gives it;
+   the name itself for one it does not know. */
+static const char *gaitext(const char *name) {
+  for (int i = 0; gainames[i].name != NULL; i++)
+    if (strcmp(gainames[i].name, name) == 0) return gai_strerror(gainames[i].code);
+  return name;
+}
+
 static int l_error(lua_State *L) {
   const char *op = luaL_checkstring(L, 1);
   const char *code = luaL_checkstring(L, 2);
   const char *message = luaL_optstring(L, 3, NULL);
   const char *address = luaL_optstring(L, 4, NULL);
   int err = errcode(code);
-  if (message == NULL) message = err ? strerror(err) : code;
+  if (message == NULL) message = err ? strerror(err) : gaitext(code);
   newerror(L, op, code, err, message, address);
   return 1;
 }

@@ -97,6 +97,8 @@ function TestErrors.test_error_constructor_and_errno_table()
   lu.assertEquals(e.errno, core.errno.ETIMEDOUT)
   lu.assertEquals(tostring(e), "read 127.0.0.1:1: timed out (ETIMEDOUT)")
   lu.assertEquals(tostring(core.error("x", "ENOENT")), "x: No such file or directory (ENOENT)")
+  -- a resolver's code reads as a failed resolution does (gai_strerror)
+  lu.assertEquals(core.error("x", "EAI_NONAME").message, "Name or service not known")
   -- generated from <errno.h>: far more than a handful
   local n = 0
   for _ in pairs(core.errno) do n = n + 1 end
