@@ -241,8 +241,22 @@ function TestServer.test_unix_socket_server()
   c:write("via unix\n")
   lu.assertEquals(c:read_line(), "via unix")
   lu.assertEquals(srv.clients(srv)[1].peer, path)
+  -- a live server's path is refused to a second one
+  H.raises("EADDRINUSE", reverb.serve, { unix = path }, echo_lines)
   srv:close()
   lu.assertNil(io.open(path), "the socket file is removed on close")
+end
+
+-- A server killed before it could remove its file leaves a path nobody
+-- listens on: the next server takes it over.
+function TestServer.test_a_stale_unix_socket_file_is_taken_over()
+  local path = H.tmpname()
+  local dead <close> = core.socket("unix")
+  dead:bind(path)   -- bound, never listening: connections are refused
+  local _srv <close> = reverb.serve({ unix = path }, echo_lines)
+  local c <close> = H.connect { unix = path }
+  c:write("fresh\n")
+  lu.assertEquals(c:read_line(), "fresh")
 end
 
 function TestServer.test_inet6_server()

@@ -151,13 +151,30 @@ function Server:close()
 end
 Server.__close = Server.close
 
+-- Binds a unix stream socket to path. A file left there by a server that
+-- died without removing it (SIGKILL) refuses connections: it is removed
+-- and the bind tried again. One that accepts them is a live server's.
+local function bind_unix(sock, path)
+  local ok, err = pcall(sock.bind, sock, path)
+  if ok then return end
+  if core.iserror(err) and err.code == "EADDRINUSE" then
+    local probe <close> = core.socket("unix")
+    local live, perr = pcall(probe.connect, probe, path)
+    if not live and core.iserror(perr) and perr.code == "ECONNREFUSED" then
+      os.remove(path)
+      return sock:bind(path)
+    end
+  end
+  error(err, 0)
+end
+
 local function listen(opts)
   local family = opts.unix and "unix"
     or (opts.host:find(":", 1, true) and "inet6") or "inet"
   local sock = core.socket(family)
   local ok, err = pcall(function()
     if opts.unix then
-      sock:bind(opts.unix)
+      bind_unix(sock, opts.unix)
     else
       sock:setoption("reuseaddr", true)
       if opts.reuseport then sock:setoption("reuseport", true) end
