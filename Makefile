@@ -49,12 +49,13 @@ build: build/reverb/core.so
 deps-%:
 	@LUA_INCDIR=$(LUA_INCDIR) LUA=$(LUA) sh tools/deps.sh $*
 
-# Errno names come from the system's own headers: every numeric E* macro
-# (aliases such as EWOULDBLOCK are defined by name and drop out).
-build/errnames.h: | deps-build
+# Errno names come from the system's own headers: every E* macro, a
+# number or (flagged 1: EWOULDBLOCK, ENOTSUP) another name's alias.
+build/errnames.h: Makefile | deps-build
 	@mkdir -p build
 	echo '#include <errno.h>' | $(CC) -E -dM - \
-	  | awk '$$1 == "#define" && $$2 ~ /^E[A-Z0-9]+$$/ && $$3 ~ /^[0-9]+$$/ { printf "  { \"%s\", %s },\n", $$2, $$2 }' \
+	  | awk '$$1 == "#define" && $$2 ~ /^E[A-Z0-9]+$$/ && $$3 ~ /^([0-9]+|E[A-Z0-9]+)$$/ \
+	         { printf "  { \"%s\", %s, %d },\n", $$2, $$2, $$3 !~ /^[0-9]/ }' \
 	  | sort > $@.tmp && mv $@.tmp $@
 
 build/obj/%.o: csrc/%.c $(HDR)

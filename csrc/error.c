@@ -15,16 +15,16 @@
 
 #include "reverb.h"
 
-static const struct { const char *name; int code; } errnames[] = {
+static const struct { const char *name; int code, alias; } errnames[] = {
 #include "errnames.h"
-  { NULL, 0 }
+  { NULL, 0, 0 }
 };
 
 const char *rv_errname(int err) {
-  /* Aliases (EWOULDBLOCK, ENOTSUP, EDEADLOCK) are left out by the
-     generator, so the first match is the canonical name. */
+  /* An error is named by its canonical name (EAGAIN), never an alias
+     (EWOULDBLOCK), which only core.errno and core.error know. */
   for (int i = 0; errnames[i].name != NULL; i++)
-    if (errnames[i].code == err) return errnames[i].name;
+    if (errnames[i].code == err && !errnames[i].alias) return errnames[i].name;
   return NULL;
 }
 
@@ -156,7 +156,7 @@ static int l_iserror(lua_State *L) {
   return 1;
 }
 
-/* core.errno: name -> number for every errno of the platform. */
+/* core.errno: name -> number for every errno of the platform, aliases too. */
 static void push_errno_table(lua_State *L) {
   lua_newtable(L);
   for (int i = 0; errnames[i].name != NULL; i++) {

@@ -103,6 +103,9 @@ function TestErrors.test_error_constructor_and_errno_table()
   local n = 0
   for _ in pairs(core.errno) do n = n + 1 end
   lu.assertTrue(n > 100, n .. " errno names")
+  -- aliases too, with their canonical name's number; an error is named canonically
+  lu.assertEquals(core.errno.EWOULDBLOCK, core.errno.EAGAIN)
+  lu.assertEquals(core.error("x", "EWOULDBLOCK").errno, core.errno.EAGAIN)
   for _, name in ipairs { "EAGAIN", "ECONNRESET", "EPIPE", "ENETUNREACH", "EHOSTUNREACH",
                           "ECONNABORTED", "EADDRNOTAVAIL", "EMFILE", "ENOBUFS", "ETIMEDOUT" } do
     lu.assertNotNil(core.errno[name], name)
