@@ -110,6 +110,12 @@ function TestCli.test_serve_answers_nc_and_socat()
   lu.assertEquals(reply, "from socat")
   H.await_output(out, "closed, 10 bytes in, 10 bytes out")
   lu.assertStrContains(H.slurp(out), "closed, 8 bytes in, 8 bytes out")
+  -- started with stdout closed, connect must not write what it receives
+  -- into its socket (the next descriptor made takes number 1)
+  H.sh("(printf '7 bytes'; sleep 0.2) | " .. R .. " connect 127.0.0.1 " .. port .. " >&-")
+  H.await_output(out, "closed, 7 bytes in, 7 bytes out")
+  -- and with stdin closed, send still sends its message
+  lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " closed stdin <&-"), "closed stdin\n")
   H.stop(pid)
   os.remove(out)
 end

@@ -268,8 +268,24 @@ function M.failure(err)
   return "reverb: " .. debug.traceback(tostring(err), 2), 1
 end
 
+-- /dev/null opened on any of descriptors 0-2 that whoever started us
+-- left closed: the next socket would get that number, and what the
+-- command prints would go to a peer. (A new descriptor takes the lowest
+-- free number, so a socket made and closed finds them.) Kept open.
+local placeholders = {}
+local function fill_stdio()
+  local probe = core.socket()
+  while probe:fileno() <= 2 do
+    probe:close()
+    placeholders[#placeholders + 1] = assert(io.open("/dev/null", "r+"))
+    probe = core.socket()
+  end
+  probe:close()
+end
+
 function M.main(args)
   args = args or {}
+  fill_stdio()
   local cmd = args[1] or "repl"
   local rest = { table.unpack(args, 2) }
   if cmd == "--help" or cmd == "-h" or cmd == "help" then
