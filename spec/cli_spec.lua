@@ -71,6 +71,12 @@ function TestCli.test_help_and_version()
   end
   out = H.sh(R .. " --version")
   lu.assertStrMatches(out, "reverb %d+%.%d+%.%d+ %(Lua 5%.4%)\n")
+  -- through a symlink elsewhere (~/bin/reverb -> the checkout's), run from elsewhere
+  local link = H.tmpname()
+  lu.assertEquals(select(2, H.sh("ln -s \"$PWD/" .. R .. "\" " .. link)), 0)
+  out = H.sh("cd / && " .. link .. " --version")
+  lu.assertStrMatches(out, "reverb %d+%.%d+%.%d+ %(Lua 5%.4%)\n")
+  os.remove(link)
 end
 
 function TestCli.test_usage_errors_exit_2_in_one_line()
