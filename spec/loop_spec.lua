@@ -96,14 +96,32 @@ end
 function TestLoop.test_an_error_that_cannot_be_printed_is_reported_all_the_same()
   local out = H.sh(H.LUA .. [[ -e '
     local reverb = require "reverb"
-    reverb.spawn(function()
-      error(setmetatable({}, { __tostring = function() error("no words") end }))
+    reverb.spawn(function()   -- its __tostring raises the object itself: twice unprintable
+      error(setmetatable({}, { __tostring = function(e) error(e) end }))
     end)
     reverb.spawn(function() reverb.sleep(0.01) print("other task done") end)
     reverb.run() print("loop survived")' 2>&1]])
   lu.assertStrContains(out, "an error whose __tostring failed")
   lu.assertStrContains(out, "other task done")
   lu.assertStrContains(out, "loop survived")
+end
+
+-- An error raised inside a turn of the loop (lua5.4's Ctrl-C raises
+-- "interrupted!" wherever the loop is) leaves it usable: run() works again.
+function TestLoop.test_the_loop_runs_again_after_an_error_inside_a_turn()
+  local out = H.sh(H.LUA .. [[ -e '
+    local reverb = require "reverb"
+    reverb.spawn(function() reverb.sleep(0) end)
+    local n = 0
+    debug.sethook(function()   -- raises some 60 instructions into run()
+      n = n + 1
+      if n == 60 then debug.sethook() error("interrupted!") end
+    end, "", 1)
+    print(pcall(reverb.run))
+    reverb.spawn(function() print("runs again") end)
+    reverb.run()' 2>&1]])
+  lu.assertStrContains(out, "interrupted!")
+  lu.assertStrContains(out, "runs again")
 end
 
 function TestLoop.test_to_be_closed_variables_of_a_failed_task_are_closed()

@@ -257,6 +257,16 @@ function TestServer.test_a_stale_unix_socket_file_is_taken_over()
   local c <close> = H.connect { unix = path }
   c:write("fresh\n")
   lu.assertEquals(c:read_line(), "fresh")
+  -- what is not a socket is never taken over
+  local file = H.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write("keep me")
+  f:close()
+  H.raises("EADDRINUSE", reverb.serve, { unix = file }, echo_lines)
+  f = assert(io.open(file))
+  lu.assertEquals(f:read("a"), "keep me")
+  f:close()
+  os.remove(file)
 end
 
 function TestServer.test_inet6_server()
@@ -288,6 +298,7 @@ function TestServer.test_bad_arguments()
   for opts, msg in pairs {
     [{ host = 5 }] = "(host: string expected, got number)",
     [{ port = 70000 }] = "(port: port 0-65535 expected, got 70000)",
+    [{ port = "http" }] = "(port: port 0-65535 expected, got string)",
     [{ idle_timeout = -1 }] = "(idle_timeout: non-negative number expected, got -1)",
     [{ max_line = 0 }] = "(max_line: positive integer expected, got 0)",
     [{ on_close = "bye" }] = "(on_close: function expected, got string)",

@@ -81,7 +81,10 @@ end
 local function report(co, err)
   local ok, msg = true, err
   if type(err) ~= "string" then ok, msg = pcall(tostring, err) end   -- a __tostring may raise
-  if not ok then msg = "(an error whose __tostring failed: " .. tostring(msg) .. ")" end
+  if not ok then   -- and what it raised may be no string either
+    local why = type(msg) == "string" and ": " .. msg or ""
+    msg = "(an error whose __tostring failed" .. why .. ")"
+  end
   io.stderr:write("reverb: task failed: ", traceback(co, msg), "\n")
 end
 
@@ -447,13 +450,16 @@ end
 --- One turn: queued tasks, then I/O (waiting only when nothing is
 -- queued), then due timers. From run(), a turn that leaves no task
 -- returns before polling, or it would wait for nothing forever.
+-- Whatever a step raises (Ctrl-C's "interrupted!" in lua5.4, a report
+-- that fails), it is no longer stepping: run() and top-level waits work
+-- again.
+local STEP_DONE = setmetatable({}, { __close = function() stepping = false end })
+
 function step(from_run)
   stepping = true
+  local _ <close> = STEP_DONE
   run_queue()
-  if from_run and (ntasks == 0 or stopping) then
-    stepping = false
-    return
-  end
+  if from_run and (ntasks == 0 or stopping) then return end
   local timeout = -1
   if qhead <= qtail or main_woken then
     timeout = 0
@@ -465,7 +471,6 @@ function step(from_run)
   if top then main_woken, main_value = true, true end
   if timers.size > 0 then fire_timers(now()) end
   if compact_due then compact() end
-  stepping = false
 end
 
 --- Runs until no task remains or stop() is called.

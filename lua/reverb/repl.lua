@@ -39,7 +39,10 @@ local function show(...)
   for i = 1, n do
     -- a __tostring that raises must not take the prompt (and its servers) down
     local ok, text = pcall(tostring, (select(i, ...)))
-    out[i] = ok and text or "(__tostring failed: " .. tostring(text) .. ")"
+    if not ok then
+      text = "(__tostring failed" .. (type(text) == "string" and ": " .. text or "") .. ")"
+    end
+    out[i] = text
   end
   io.stdout:write(table.concat(out, "\t"), "\n")
 end

@@ -151,13 +151,22 @@ function Server:close()
 end
 Server.__close = Server.close
 
--- Binds a unix stream socket to path. A file left there by a server that
--- died without removing it (SIGKILL) refuses connections: it is removed
--- and the bind tried again. One that accepts them is a live server's.
+-- Whether path is a socket file: opening one fails with ENXIO, where a
+-- regular file or a directory opens.
+local function is_socket_file(path)
+  local f, _, code = io.open(path, "r")
+  if f then f:close() end
+  return code == core.errno.ENXIO
+end
+
+-- Binds a unix stream socket to path. A socket file left there by a
+-- server that died without removing it (SIGKILL) refuses connections: it
+-- is removed and the bind tried again. One that accepts them is a live
+-- server's, and anything that is not a socket is never removed.
 local function bind_unix(sock, path)
   local ok, err = pcall(sock.bind, sock, path)
   if ok then return end
-  if core.iserror(err) and err.code == "EADDRINUSE" then
+  if core.iserror(err) and err.code == "EADDRINUSE" and is_socket_file(path) then
     local probe <close> = core.socket("unix")
     local live, perr = pcall(probe.connect, probe, path)
     if not live and core.iserror(perr) and perr.code == "ECONNREFUSED" then
@@ -197,8 +206,10 @@ local function is_function(v) return type(v) == "function" end
 local OPTIONS = {   -- option -> its test, and what the test wants (for the message)
   host = { is_string, "string" },
   unix = { is_string, "string" },
-  port = { function(v) return math.type(v) == "integer" and v >= 0 and v <= 65535 end,
-           "port 0-65535" },
+  port = { function(v)   -- "8080" and 8080.0 too, as bind takes them (port = arg[1])
+             local n = math.tointeger(tonumber(v))
+             return n ~= nil and n >= 0 and n <= 65535
+           end, "port 0-65535" },
   backlog = { function(v) return math.type(v) == "integer" end, "integer" },
   idle_timeout = { function(v) return type(v) == "number" and v >= 0 end, "non-negative number" },
   max_line = { function(v) return math.type(v) == "integer" and v >= 1 end, "positive integer" },
