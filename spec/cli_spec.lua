@@ -272,6 +272,25 @@ function TestCli.test_sigterm_lets_the_clients_clean_up()
   os.remove(out)
 end
 
+-- The supervisor compiles a script but does not run it: its top level
+-- (here a line printed) runs once per worker, not once more beside them.
+function TestCli.test_workers_run_the_script_and_the_supervisor_does_not()
+  local script = H.tmpname() .. ".lua"
+  local f = assert(io.open(script, "w"))
+  f:write('io.stderr:write("script loaded\\n")\nreturn function(c) c:pipe(c) end\n')
+  f:close()
+  local pid, out = H.start("exec " .. R .. " serve 0 --workers 2 " .. script)
+  local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+  lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " piped"), "piped\n")
+  local function loaded() return select(2, H.slurp(out):gsub("script loaded", "")) end
+  H.within(10, function() while loaded() < 2 do reverb.sleep(0.01) end end)
+  H.stop(pid)
+  lu.assertTrue(H.wait_exit(pid))
+  lu.assertEquals(loaded(), 2)
+  os.remove(out)
+  os.remove(script)
+end
+
 function TestCli.test_workers_share_the_port_and_stop_with_the_parent()
   local pid, port, out, kids = serve_workers()
   for i = 1, 10 do
@@ -348,7 +367,8 @@ function TestCli.test_expected_failures_are_one_line_and_exit_1()
       "reverb: bind 127%.0%.0%.1:" .. hold.port .. ": Address already in use\n" },
     -- a script that is no handler fails once, not in each worker, forever
     { "serve 0 --workers 2 " .. not_a_handler,
-      "^reverb: [^\n]+ must return a handler function %(it returned number%)\n$" },
+      ".*must return a handler function %(it returned number%)\n.*" ..
+      "every worker ended as it started; stopping\n.*" },
     { "run no-such-script.lua", "reverb: cannot open no%-such%-script%.lua[^\n]*\n" },
   }
   for _, case in ipairs(cases) do

@@ -285,7 +285,7 @@ end
 
 function M.main(args)
   args = args or {}
-  fill_stdio()
+  pcall(fill_stdio)   -- a guard, not a requirement: no socket to probe with (EMFILE), no guard
   local cmd = args[1] or "repl"
   local rest = { table.unpack(args, 2) }
   if cmd == "--help" or cmd == "-h" or cmd == "help" then

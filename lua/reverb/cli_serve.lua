@@ -19,9 +19,8 @@ local SPEC = {
             ["-q"] = "quiet", ["--quiet"] = "quiet" },
 }
 
-local function say(...)
-  io.stderr:write("reverb: ", ...)
-  io.stderr:write("\n")
+local function say(...)   -- one write: workers and their supervisor share stderr
+  io.stderr:write(table.concat({ "reverb: ", ... }) .. "\n")
 end
 
 -- host:port as a client would write it: an IPv6 address in brackets.
@@ -54,7 +53,10 @@ end
 -- its supervisor, not the worker, decides (else a worker stopped by it
 -- would be restarted while the supervisor was about to stop).
 local function stop_on_signals(close, worker)
+  local stopping = false
   local function stop()
+    if stopping then return end   -- a second signal while the first one's stop waits
+    stopping = true
     close()
     local deadline = reverb.now() + 1
     while loop.count() > 1 and reverb.now() < deadline do reverb.sleep(0.005) end
@@ -106,21 +108,28 @@ end
 
 -- The parent of --workers: forks, supervises, restarts, stops them all.
 local function supervise(o, n)
-  load_handler(o.script)   -- a script that cannot load fails here, once, not in each worker
+  -- A missing or broken script fails here, once (compiled, not run: its
+  -- top level is the workers' to run); one that fails as it runs makes
+  -- the workers end as they start, and the supervisor gives up below.
+  if o.script then cli.load(o.script) end
   local family = o.host:find(":", 1, true) and "inet6" or "inet"
   if o.port ~= 0 then
     -- The workers share the port through SO_REUSEPORT, which would share
     -- it with anyone else's listener too: a port in use fails here, as
-    -- it does without --workers.
+    -- it does without --workers (reuseaddr, as the workers have it: a
+    -- TIME_WAIT left by an earlier server is no listener).
     local probe <close> = core.socket(family)
+    probe:setoption("reuseaddr", true)
     probe:bind(o.host, o.port)
+    probe:listen()
   end
   local reserve = core.socket(family)
   reserve:setoption("reuseport", true)
   reserve:bind(o.host, o.port)
   o.port = select(2, reserve:getsockname())
   o.reuseport, o.worker = true, true
-  local workers, stopping = {}, false
+  local workers, stopping, failed = {}, false, false
+  local quick = 0   -- workers in a row that ended within a second of their start
 
   local function start_worker()
     local pid = core.fork(true)   -- a worker dies with its supervisor
@@ -146,16 +155,28 @@ local function supervise(o, n)
   reverb.on_signal("TERM", stop)
   while not stopping do
     reverb.sleep(0.05)
+    -- Every worker that ended since the last look, then their
+    -- replacements: how long each lived is read before any back-off.
+    local ended = {}
     while true do
       local ok, pid = pcall(core.waitpid, -1, true)
       if not ok or not pid then break end
       local started = workers[pid]
       workers[pid] = nil
-      if not stopping then
-        if not o.quiet then say("worker ", pid, " ended; starting another") end
-        -- one that cannot even start must not be restarted in a tight loop
-        if started and reverb.now() - started < 1 then reverb.sleep(1) end
-        start_worker()
+      ended[#ended + 1] = pid
+      quick = started and reverb.now() - started < 1 and quick + 1 or 0
+    end
+    if #ended > 0 and not stopping then
+      if quick >= n then   -- as many as there are workers: the script, not bad luck
+        say("every worker ended as it started; stopping")
+        stopping, failed = true, true
+      else
+        for _, pid in ipairs(ended) do
+          if not o.quiet then say("worker ", pid, " ended; starting another") end
+        end
+        -- ones that cannot even start must not be restarted in a tight loop
+        if quick > 0 then reverb.sleep(1) end
+        for _ = 1, #ended do start_worker() end
       end
     end
   end
@@ -167,7 +188,7 @@ local function supervise(o, n)
   end
   for pid in pairs(workers) do pcall(core.kill, pid, "KILL") end
   reserve:close()
-  return 0
+  return failed and 1 or 0
 end
 
 local function main(args)
