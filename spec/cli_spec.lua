@@ -174,9 +174,10 @@ function TestCli.test_unix_socket_serve_and_send()
   local pid, out = H.start("exec " .. R .. " serve --unix " .. path)
   H.await_output(out, "listening on " .. path:gsub("%p", "%%%0"))
   lu.assertEquals(H.sh(R .. " send --unix " .. path .. " via unix"), "via unix\n")
+  lu.assertTrue(H.exists(path))
   H.stop(pid)
   lu.assertTrue(H.wait_exit(pid))
-  lu.assertNil(io.open(path), "the socket file is removed at exit")
+  lu.assertFalse(H.exists(path), "the socket file is removed at exit")
   os.remove(out)
 end
 

@@ -173,17 +173,25 @@ function TestSocket.test_closed_socket_raises_ebadf_and_close_is_idempotent()
   end
 end
 
+-- Whether descriptor fd is open in this process: /proc's entry for it
+-- is a symlink (test -L: a socket's cannot be followed, so not test -e).
+local function fd_open(fd)
+  return os.execute("test -L /proc/" .. core.getpid() .. "/fd/" .. fd) == true
+end
+
 function TestSocket.test_to_be_closed_and_garbage_collected()
   local fd
   do
     local s <close> = core.socket()
     fd = s:fileno()
+    lu.assertTrue(fd_open(fd), "open inside its block")
   end
-  local f = io.open("/proc/self/fd/" .. fd)
-  lu.assertNil(f, "fd closed by <close>")
-  do core.socket() end   -- forgotten
+  lu.assertFalse(fd_open(fd), "closed by <close>")
+  fd = (function() return core.socket():fileno() end)()   -- forgotten
+  lu.assertTrue(fd_open(fd))
   collectgarbage()
   collectgarbage()
+  lu.assertFalse(fd_open(fd), "closed by the collector")
 end
 
 function TestSocket.test_forgotten_sockets_never_exhaust_descriptors()

@@ -109,6 +109,12 @@ function H.stream_pair(opts)
   return setmetatable(p, { __close = function(t) t[1]:close() t[2]:close() end })
 end
 
+--- Whether a file of any kind (a socket's too, which io.open cannot
+-- open) exists at path.
+function H.exists(path)
+  return os.rename(path, path) ~= nil
+end
+
 --- Asserts that fn(...) raises an error object with this code.
 function H.raises(code, fn, ...)
   local ok, err = pcall(fn, ...)
