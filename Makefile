@@ -77,18 +77,22 @@ build/asan/reverb/core.so: $(AOBJ)
 run: build deps-test
 	$(TESTENV) $(LUA) bin/reverb serve
 
+# Every wait in a spec is bounded; this bounds the run as a whole too, so
+# that a regression that hangs fails CI instead of stalling it.
+SPEC_LIMIT = timeout -k 10 600
+
 test: deps-test build
-	$(TESTENV) $(LUA) spec/run.lua
+	$(TESTENV) $(SPEC_LIMIT) $(LUA) spec/run.lua
 
 check: deps-test deps-check check-asan check-valgrind lint
 
 check-asan: build/asan/reverb/core.so
-	$(ASANENV) $(LUA) spec/run.lua
+	$(ASANENV) $(SPEC_LIMIT) $(LUA) spec/run.lua
 
 # valgrind runs the whole suite against the plain build; waits in the specs
 # are bounded generously enough for its slowdown.
 check-valgrind: build
-	$(TESTENV) REVERB_SLOW=1 valgrind -q --error-exitcode=99 --leak-check=full \
+	$(TESTENV) REVERB_SLOW=1 $(SPEC_LIMIT) valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite $(LUA) spec/run.lua
 
 lint: deps-check

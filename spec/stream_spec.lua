@@ -262,6 +262,7 @@ function TestStream.test_a_socket_closed_under_a_waiting_reader()
   lu.assertTrue(core.iserror(err))
   lu.assertEquals(err.code, "EBADF")
   new[1]:write("still here\n")
+  new[2]:settimeout(10 * H.SLOW)
   lu.assertEquals(new[2]:read_line(), "still here")
 end
 
@@ -337,6 +338,7 @@ end
 -- waits run the loop (many of them, and without recursion).
 function TestStream.test_pipe_to_itself_echoes_at_top_level()
   local p <close> = pair()
+  p[2]:settimeout(10 * H.SLOW)   -- each of the top level's waits bounded
   local n, echoed = 300, {}
   reverb.spawn(function()
     for i = 1, n do
