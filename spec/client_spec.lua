@@ -90,11 +90,11 @@ function TestClient.test_a_failed_connect_leaves_no_descriptor()
   local path = H.tmpname()
   local _ <close> = reverb.serve({ unix = path }, echo_lines)
   collectgarbage("stop")
+  local _gc <close> = setmetatable({}, { __close = function() collectgarbage("restart") end })
   local before = H.fds()
   local err = H.raises("EOPNOTSUPP", reverb.connect, { unix = path, nodelay = true })
   lu.assertEquals(err.op, "setoption")
   lu.assertEquals(H.fds(), before)
-  collectgarbage("restart")
 end
 
 return { TestClient = TestClient }

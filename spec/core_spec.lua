@@ -34,7 +34,6 @@ function TestSocket.test_create_families_and_types()
     for _, typ in ipairs { "stream", "dgram" } do
       local s <close> = core.socket(fam, typ)
       lu.assertStrContains(tostring(s), fam .. " " .. typ)
-      lu.assertTrue(s:fileno() >= 0)
     end
   end
   local s <close> = core.socket()

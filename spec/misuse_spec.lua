@@ -100,17 +100,14 @@ function TestMisuse.test_stream_methods_refuse_what_is_not_a_stream()
   -- fakes[0], absent, is nil
   local fakes = { {}, { 1 }, { io.stdout }, { sock }, { {} }, "x", 5, sock,
                   setmetatable({ io.stdout }, Stream) }
-  local n = 0
   for _, name in ipairs { "read_some", "read_line", "read_until", "read", "read_all",
                           "write", "pipe", "settimeout", "getstats" } do
     for i = 0, #fakes do
       local ok, err = pcall(Stream[name], fakes[i], any(), any())
       lu.assertFalse(ok, name .. " accepted fake self #" .. i)
       lu.assertStrContains(tostring(err), "bad argument")
-      n = n + 1
     end
   end
-  lu.assertEquals(n, 9 * (#fakes + 1))
   lu.assertErrorMsgContains("reverb.stream expected, got no value", Stream.read_some)
   lu.assertErrorMsgContains("reverb.stream expected", Stream.read_line, { io.stdout })
   lu.assertErrorMsgContains("reverb.stream expected", Stream.write, { sock }, "x")
