@@ -38,10 +38,16 @@ static const struct { int level, name; enum kind kind; } options[] = {
 static struct linger checklinger(lua_State *L, int idx) {
   struct linger l = { 0, 0 };
   if (lua_istable(L, idx)) {
+    lua_Integer secs;
+    int isint = 1;
     lua_getfield(L, idx, "on");
     lua_getfield(L, idx, "timeout");
     l.l_onoff = lua_toboolean(L, -2);
-    l.l_linger = (int)luaL_optinteger(L, -1, 0);
+    secs = lua_isnil(L, -1) ? 0 : lua_tointegerx(L, -1, &isint);
+    /* the kernel would take a negative one as "linger forever" */
+    luaL_argcheck(L, isint && secs >= 0 && secs <= 65535, idx,
+                  "linger timeout must be 0-65535 seconds");
+    l.l_linger = (int)secs;
     lua_pop(L, 2);
   } else if (!lua_isboolean(L, idx) || lua_toboolean(L, idx)) {
     lua_Integer secs = luaL_checkinteger(L, idx);

@@ -45,6 +45,12 @@ function TestOptions.test_linger()
   lu.assertFalse(s:getoption("linger"))
   s:setoption("linger", { on = true, timeout = 2 })   -- LuaSocket's form
   lu.assertEquals(s:getoption("linger"), 2)
+  -- checked as the number form is: the kernel takes a negative one as forever
+  for _, bad in ipairs { -5, 1 << 32, "soon" } do
+    lu.assertErrorMsgContains("linger timeout must be 0-65535 seconds",
+      s.setoption, s, "linger", { on = true, timeout = bad })
+  end
+  lu.assertEquals(s:getoption("linger"), 2)
 end
 
 function TestOptions.test_error_is_read_only_and_nil_when_none()

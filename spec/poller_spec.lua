@@ -89,6 +89,10 @@ function TestPoller.test_signals_arrive_through_the_pipe()
   lu.assertEquals(core.signal_pending(), {})
   p:del(fd)
   core.signal_default("USR1")
+  -- KILL is for kill(): catching or ignoring it is an argument error, not EINVAL
+  for _, f in ipairs { core.signal_catch, core.signal_ignore, core.signal_default } do
+    lu.assertErrorMsgContains("KILL cannot be caught or ignored", f, "KILL")
+  end
 end
 
 function TestPoller.test_fork_and_waitpid()
