@@ -48,7 +48,10 @@ static int l_fork(lua_State *L) {
 /* core.waitpid([pid [, nohang]]) -> pid, "exit", status | pid, "signal", signo
    | nil when nohang and no child has changed state */
 static int l_waitpid(lua_State *L) {
-  pid_t pid = (pid_t)luaL_optinteger(L, 1, -1);
+  lua_Integer want = luaL_optinteger(L, 1, -1);
+  pid_t pid = (pid_t)want;
+  /* out of pid_t's range it would be another pid (2^32: 0, the group) */
+  luaL_argcheck(L, (lua_Integer)pid == want, 1, "pid out of range");
   int options = lua_toboolean(L, 2) ? WNOHANG : 0;
   int status = 0;
   pid_t r;

@@ -30,6 +30,21 @@ function TestPoller.test_a_nan_timeout_is_an_argument_error()
   lu.assertEquals(p:wait(0, {}), 0)
 end
 
+-- Numbers that would change meaning on their way to the kernel are
+-- argument errors: 2^32 as an int is descriptor 0, as a pid_t pid 0 (the
+-- whole group); and mod without a mode says nothing to change.
+function TestPoller.test_out_of_range_numbers_are_argument_errors()
+  lu.assertErrorMsgContains("not a descriptor", core.read, 1 << 32)
+  lu.assertErrorMsgContains("not a descriptor", core.write, -1, "x")
+  lu.assertErrorMsgContains("pid out of range", core.waitpid, 1 << 32, true)
+  local p <close> = core.poller()
+  local a, b = core.socketpair()
+  p:add(a:fileno())
+  lu.assertErrorMsgContains("string expected", p.mod, p, a:fileno())
+  a:close()
+  b:close()
+end
+
 -- What a writer that has to wait relies on: switching to "edge+write"
 -- reports a socket that is already writable, at once, every time.
 function TestPoller.test_rearming_for_write_reports_current_state()

@@ -18,6 +18,12 @@ local accept = core.methods.accept
 local traceback = debug.traceback
 
 local EXHAUSTED = { EMFILE = true, ENFILE = true, ENOBUFS = true, ENOMEM = true }
+-- What accept(2) may report of a connection that failed while it waited
+-- in the queue (Linux passes its network errors on): try the next one.
+local ACCEPT_AGAIN = {
+  ECONNABORTED = true, EPROTO = true, ENETDOWN = true, ENOPROTOOPT = true, EHOSTDOWN = true,
+  ENONET = true, EHOSTUNREACH = true, EOPNOTSUPP = true, ENETUNREACH = true,
+}
 -- The client went away: how connections end, not a failure worth a line.
 local PEER_GONE = { ECONNRESET = true, EPIPE = true }
 local PAUSE = 0.05   -- seconds accepting stops when descriptors run out
@@ -123,7 +129,10 @@ end
 local function accept_loop(srv)
   while not srv.closed do
     local ok, err = pcall(accept_batch, srv)
-    if not ok and not srv.closed then
+    if not ok and not srv.closed and core.iserror(err) and ACCEPT_AGAIN[err.code] then
+      -- a connection that failed while queued: on to the next at once
+      srv.paused = nil
+    elseif not ok and not srv.closed then
       if not (core.iserror(err) and EXHAUSTED[err.code]) then
         srv.log("accept: " .. tostring(err))
       elseif not srv.paused then
