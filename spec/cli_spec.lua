@@ -345,6 +345,10 @@ function TestCli.test_sigint_stops_a_script_blocked_in_accept()
   local pid, out = H.start(R .. " run examples/tutorial_echo_server.lua 0 & echo child=$!; " ..
                            "wait $!; echo status=$?")
   local child = tonumber((H.await_output(out, "child=(%d+)")))
+  -- should the script survive SIGINT (the regression), it is killed all the same
+  local _reap <close> = setmetatable({}, { __close = function()
+    if H.alive(child) then pcall(require("reverb.core").kill, child, "KILL") end
+  end })
   H.await_output(out, "listening on port (%d+)")
   require("reverb.core").kill(child, "INT")
   lu.assertEquals(H.await_output(out, "status=(%d+)"), "130", "killed by SIGINT")
