@@ -51,9 +51,7 @@ end
 -- A server that does not echo what it was sent is an error, not a rate.
 function TestBench.test_loadgen_counts_a_wrong_echo_as_an_error()
   build()
-  local script = H.tmpname() .. ".lua"
-  local f = assert(io.open(script, "w"))
-  f:write([[
+  local script = H.file([[
 return function(conn)
   while true do
     local data = conn:read_some()
@@ -61,8 +59,7 @@ return function(conn)
     conn:write(data:upper())
   end
 end
-]])
-  f:close()
+]], ".lua")
   local pid, out = H.start("exec bin/reverb serve 0 " .. script)
   local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
   local got, status = H.sh("bench/build/loadgen --port " .. port ..

@@ -276,10 +276,8 @@ end
 -- The supervisor compiles a script but does not run it: its top level
 -- (here a line printed) runs once per worker, not once more beside them.
 function TestCli.test_workers_run_the_script_and_the_supervisor_does_not()
-  local script = H.tmpname() .. ".lua"
-  local f = assert(io.open(script, "w"))
-  f:write('io.stderr:write("script loaded\\n")\nreturn function(c) c:pipe(c) end\n')
-  f:close()
+  local script = H.file('io.stderr:write("script loaded\\n")\nreturn function(c) c:pipe(c) end\n',
+                        ".lua")
   local pid, out = H.start("exec " .. R .. " serve 0 --workers 2 " .. script)
   local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
   lu.assertEquals(H.sh(R .. " send 127.0.0.1 " .. port .. " piped"), "piped\n")
@@ -358,10 +356,7 @@ end
 
 function TestCli.test_expected_failures_are_one_line_and_exit_1()
   local hold <close> = reverb.serve(0, function() end)
-  local not_a_handler = H.tmpname() .. ".lua"
-  local f = assert(io.open(not_a_handler, "w"))
-  f:write("return 42\n")
-  f:close()
+  local not_a_handler = H.file("return 42\n", ".lua")
   local cases = {
     { "send no-such-host.invalid 80 x", "reverb: connect no%-such%-host%.invalid:80: .+\n" },
     { "serve " .. hold.port,
@@ -391,10 +386,7 @@ function TestCli.test_expected_failures_are_one_line_and_exit_1()
 end
 
 function TestCli.test_a_bug_in_a_script_shows_its_traceback()
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write("local function inner() local t = nil; return t.x end\ninner()\n")
-  f:close()
+  local script = H.file("local function inner() local t = nil; return t.x end\ninner()\n")
   local out, status = H.sh(R .. " run " .. script)
   lu.assertEquals(status, 1)
   lu.assertStrContains(out, "attempt to index a nil value")
@@ -403,10 +395,7 @@ function TestCli.test_a_bug_in_a_script_shows_its_traceback()
 end
 
 function TestCli.test_run_sets_arg_like_lua()
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write("print(arg[0] == ..., select('#', ...), arg[1], arg[2], reverb ~= nil)\n")
-  f:close()
+  local script = H.file("print(arg[0] == ..., select('#', ...), arg[1], arg[2], reverb ~= nil)\n")
   local out, status = H.sh(R .. " run " .. script .. " one two")
   lu.assertEquals(status, 0)
   lu.assertEquals(out, "false\t2\tone\ttwo\ttrue\n")

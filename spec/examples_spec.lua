@@ -40,10 +40,8 @@ function TestExamples.test_tutorial_client_without_a_server_fails_in_one_line()
 end
 
 function TestExamples.test_echo_client_says_when_the_server_closes_without_a_reply()
-  local script = H.tmpname() .. ".lua"   -- a server that reads a line and hangs up
-  local f = assert(io.open(script, "w"))
-  f:write("return function(conn) conn:read_line() end\n")
-  f:close()
+  -- a server that reads a line and hangs up
+  local script = H.file("return function(conn) conn:read_line() end\n", ".lua")
   local pid, out = H.start("exec bin/reverb serve 0 " .. script)
   local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
   local reply, status = H.sh("bin/reverb run examples/echo_client.lua " .. port .. " hi")

@@ -138,6 +138,16 @@ function H.tmpname()
   return path
 end
 
+--- A new file under a fresh name (ending in suffix, if given) holding
+-- text: a script for a test to run. Returns its path.
+function H.file(text, suffix)
+  local path = H.tmpname() .. (suffix or "")
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
 function H.sh(cmd)
   local bound = "timeout -k 5 " .. 60 * H.SLOW .. " sh -c " .. quote(cmd)
   local p = io.popen(bound .. " 2>&1; echo \"exit=$?\"")
