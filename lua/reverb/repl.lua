@@ -51,8 +51,10 @@ local function report(err)
   if core.iserror(err) then return tostring(err) end
   local ok, text = pcall(tostring, err)
   if type(err) ~= "string" and type(err) ~= "number" then   -- as lua5.4 says it
-    text = ok and getmetatable(err) and getmetatable(err).__tostring and text
-      or "(error object is a " .. type(err) .. " value)"
+    local mt = getmetatable(err)   -- (a __metatable field may make it anything)
+    if not (ok and type(mt) == "table" and mt.__tostring) then
+      text = "(error object is a " .. type(err) .. " value)"
+    end
   end
   return debug.traceback(text, 2)
 end
