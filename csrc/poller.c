@@ -128,6 +128,14 @@ static int poller_close(lua_State *L) {
   return 0;
 }
 
+/* __tostring: "reverb.poller: fd N", or "reverb.poller: closed". */
+static int poller_tostring(lua_State *L) {
+  const poller *p = (const poller *)luaL_checkudata(L, 1, RV_POLLER);
+  if (p->fd < 0) lua_pushliteral(L, "reverb.poller: closed");
+  else lua_pushfstring(L, "reverb.poller: fd %d", p->fd);
+  return 1;
+}
+
 static int poller_fileno(lua_State *L) {
   lua_pushinteger(L, checkpoller(L, 1)->fd);
   return 1;
@@ -152,6 +160,8 @@ void rv_poller_init(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, poller_close);
   lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, poller_tostring);
+  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 }
 

@@ -79,6 +79,14 @@ function TestPoller.test_level_read_mode_and_del()
   b:close()
 end
 
+function TestPoller.test_tostring_names_its_descriptor_until_closed()
+  local p = core.poller()
+  lu.assertEquals(tostring(p), "reverb.poller: fd " .. p:fileno())
+  p:close()
+  lu.assertEquals(tostring(p), "reverb.poller: closed")
+  H.raises("EBADF", p.fileno, p)
+end
+
 function TestPoller.test_wait_times_out()
   local p <close> = core.poller()
   local t0 = core.now()
