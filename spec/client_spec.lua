@@ -19,6 +19,15 @@ function TestClient.test_the_contract_example_at_top_level()
   lu.assertStrContains(tostring(c.socket), "inet stream")
 end
 
+function TestClient.test_an_ipv6_peer_is_written_in_brackets()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local srv <close> = reverb.serve({ host = "::1" }, echo_lines)
+  local c <close> = H.connect("::1", srv.port)
+  lu.assertEquals(c.peer, "[::1]:" .. srv.port)
+  c:write("six\n")
+  lu.assertEquals(c:read_line(), "six")
+end
+
 function TestClient.test_connect_inside_a_task()
   local srv <close> = reverb.serve(0, echo_lines)
   local got = H.within(5, function()

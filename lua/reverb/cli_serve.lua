@@ -11,6 +11,7 @@ local reverb = require "reverb"
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local cli = require "reverb.cli"
+local hostport = require("reverb.address").hostport
 
 local SPEC = {
   values = { ["--host"] = "host", ["--unix"] = "unix", ["--workers"] = "workers",
@@ -21,11 +22,6 @@ local SPEC = {
 
 local function say(...)   -- one write: workers and their supervisor share stderr
   io.stderr:write(table.concat({ "reverb: ", ... }) .. "\n")
-end
-
--- host:port as a client would write it: an IPv6 address in brackets.
-local function hostport(host, port)
-  return (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
 end
 
 -- The echo handler: each chunk back as it arrives, binary-safe. The

@@ -7,6 +7,7 @@
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local stream = require "reverb.stream"
+local hostport = require("reverb.address").hostport
 
 local function fail(sock, err)
   sock:close()
@@ -42,7 +43,7 @@ local function connect(host, port, opts)
         (math.type(port) == "integer" and port or type(port)) .. ")", 2)
     end
     family = host:find(":", 1, true) and "inet6" or "inet"
-    peer = (family == "inet6" and "[" .. host .. "]" or host) .. ":" .. port
+    peer = hostport(host, port)
   end
   local sock = core.socket(family)
   sock:setblocking(false)

@@ -13,6 +13,7 @@
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local stream = require "reverb.stream"
+local hostport = require("reverb.address").hostport
 
 local accept = core.methods.accept
 local traceback = debug.traceback
@@ -104,7 +105,7 @@ end
 local function start_client(srv, c, host, port)
   local peer
   if port then
-    peer = (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
+    peer = hostport(host, port)
   else
     peer = srv.unix
   end
