@@ -370,4 +370,33 @@ function TestServer.test_descriptor_exhaustion_pauses_accepting_then_resumes()
   lu.assertStrContains(log, "accepting paused")
 end
 
+-- accept(2) passes on the network error of a connection that failed while
+-- it waited in the queue (ECONNABORTED, EPROTO...): the server goes on to
+-- the next one at once, with no log line and no pause. Loopback makes no
+-- such error on demand, so a copy of the server module is loaded over an
+-- accept that reports one, once, before it accepts for real.
+function TestServer.test_a_connection_that_failed_in_the_queue_is_skipped_quietly()
+  local real, injected = core.methods.accept, 0
+  core.methods.accept = function(sock)
+    if injected == 0 then
+      injected = 1
+      error(core.error("accept", "ECONNABORTED"), 0)
+    end
+    return real(sock)
+  end
+  local saved = package.loaded["reverb.server"]
+  package.loaded["reverb.server"] = nil
+  local ok, server = pcall(require, "reverb.server")
+  core.methods.accept, package.loaded["reverb.server"] = real, saved
+  assert(ok, server)
+  local logged = {}
+  local srv <close> = server.serve({ port = 0, log = function(m) logged[#logged + 1] = m end },
+                                   echo_lines)
+  local c <close> = H.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
+  c:write("still served\n")
+  lu.assertEquals(c:read_line(), "still served")
+  lu.assertEquals(injected, 1)
+  lu.assertEquals(logged, {})
+end
+
 return { TestServer = TestServer }
