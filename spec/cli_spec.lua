@@ -108,6 +108,39 @@ function TestCli.test_serve_and_send()
   os.remove(out)
 end
 
+-- send reads the reply while it writes: stdin larger than both sockets'
+-- buffers comes back whole and in order (written all before any of it
+-- was read, the two sides waited on each other until the timeout).
+function TestCli.test_send_echoes_stdin_larger_than_the_socket_buffers()
+  local pid, port, out = serve("0")
+  local data, got = H.tmpname(), H.tmpname()
+  H.sh("seq 1 3000000 >" .. data)   -- 21 MB, every line different
+  local msg, status = H.sh(R .. " send 127.0.0.1 " .. port .. " <" .. data .. " >" .. got)
+  lu.assertEquals(status, 0, msg)
+  lu.assertEquals(select(2, H.sh("cmp " .. data .. " " .. got)), 0)
+  H.stop(pid)
+  os.remove(data)
+  os.remove(got)
+  os.remove(out)
+end
+
+-- A server that answers before it has read everything, then closes (an
+-- upload refused): send prints the answer, then reports that the rest of
+-- stdin was cut off, and fails.
+function TestCli.test_send_prints_an_early_reply_then_reports_the_cut_off()
+  local script = H.file("return function(conn) conn:read_line() conn:write('413 too big\\n') end",
+                        ".lua")
+  local pid, port, out = serve("0 " .. script)
+  local data, err = H.tmpname(), H.tmpname()
+  H.sh("seq 1 3000000 >" .. data)
+  local reply, status = H.sh(R .. " send 127.0.0.1 " .. port .. " <" .. data .. " 2>" .. err)
+  lu.assertEquals(reply, "413 too big\n")
+  lu.assertEquals(status, 1)
+  lu.assertStrMatches(H.slurp(err), "reverb: send 127%.0%.0%.1:%d+: [^\n]+\n")
+  H.stop(pid)
+  for _, f in ipairs { script, data, err, out } do os.remove(f) end
+end
+
 function TestCli.test_serve_answers_nc_and_socat()
   local pid, port, out = serve("0 -v")
   local reply = H.sh("printf 'from nc\\n' | nc -N 127.0.0.1 " .. port)

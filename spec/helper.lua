@@ -128,8 +128,6 @@ local function quote(cmd)
   return "'" .. cmd:gsub("'", "'\\''") .. "'"
 end
 
---- Runs a shell command to completion, but for at most a minute (status
--- 124 then): its output, and its exit status.
 --- A fresh path that names no file yet (os.tmpname makes the file: it
 -- is removed), for a socket, a script with a suffix, an output.
 function H.tmpname()
@@ -148,6 +146,8 @@ function H.file(text, suffix)
   return path
 end
 
+--- Runs a shell command to completion, but for at most a minute (status
+-- 124 then): its output, and its exit status.
 function H.sh(cmd)
   local bound = "timeout -k 5 " .. 60 * H.SLOW .. " sh -c " .. quote(cmd)
   local p = io.popen(bound .. " 2>&1; echo \"exit=$?\"")

@@ -102,8 +102,10 @@ Usage: reverb send HOST PORT [MESSAGE...] [--timeout S]
        reverb send --unix PATH [MESSAGE...] [--timeout S]
 
 Sends MESSAGE (the words joined by spaces, then a newline) or, with no
-message, all of stdin; then half-closes and prints every byte of the reply
-until the server closes (or sends nothing for S seconds, default 5).
+message, all of stdin; then half-closes. Prints every byte of the reply,
+as it comes, until the server closes (or, once all is sent, sends nothing
+for S seconds, default 5). A server that closes before taking all of
+stdin has its reply printed, then the failed send reported (status 1).
 
 Options:
   --unix PATH          send to a unix socket

@@ -11,6 +11,9 @@ local core = require "reverb.core"
 local cli = require "reverb.cli"
 local stdio = require "reverb.stdio"
 
+-- How a peer that closed or reset shows in a write.
+local PEER_GONE = { EPIPE = true, ECONNRESET = true }
+
 local ESC = { ["\r"] = "\\r", ["\n"] = "\\n", ["\t"] = "\\t", ["\\"] = "\\\\" }
 
 local function escape(s)
@@ -148,21 +151,39 @@ local function send(args)
   local opts = type(host) == "table" and host or { host = host, port = port }
   opts.timeout = timeout
   local conn <close> = reverb.connect(opts)
-  if message then
-    conn:write(message)
-  else
-    pump_stdin(function(data) conn:write(data) end)
-  end
-  conn:shutdown("write")
-  while true do
-    local ok, data = pcall(conn.read_some, conn)
+  -- Writing and reading at once: a reply longer than the socket buffers
+  -- must be read while the rest of stdin still goes out. A peer that
+  -- stops reading and answers early (a server's "413 too big", then
+  -- close) makes the writes fail: its reply is still printed, then that
+  -- failure is reported.
+  local cut_off, sent
+  run_tasks(function()
+    local ok, err = pcall(function()
+      if message then conn:write(message) else pump_stdin(function(d) conn:write(d) end) end
+      conn:shutdown("write")
+    end)
     if not ok then
-      if core.iserror(data) and data.code == "ETIMEDOUT" then break end
-      error(data, 0)
+      if not (core.iserror(err) and PEER_GONE[err.code]) then error(err, 0) end
+      cut_off = err
     end
-    if not data then break end
-    stdio.write(data)
-  end
+    sent = true
+  end, function()
+    while true do
+      local ok, data = pcall(conn.read_some, conn)
+      if ok and not data then break end
+      if ok then
+        stdio.write(data)
+      elseif cut_off and core.iserror(data) and PEER_GONE[data.code] then
+        break       -- the reset that cut the writes off: reported below
+      elseif not (core.iserror(data) and data.code == "ETIMEDOUT") then
+        error(data, 0)
+      elseif sent then
+        break       -- no more reply within the timeout once all was sent
+      end
+    end
+    reverb.stop()   -- the peer closed: done, even if stdin is still open
+  end)
+  if cut_off then error(cut_off, 0) end
   return 0
 end
 
