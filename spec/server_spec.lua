@@ -399,4 +399,23 @@ function TestServer.test_a_connection_that_failed_in_the_queue_is_skipped_quietl
   lu.assertEquals(logged, {})
 end
 
+-- A handler that closes its own connection and then fails: the failure is
+-- a bug like any other, logged with the peer (it used to go unsaid,
+-- taken for the end of a connection closed under a waiting read).
+function TestServer.test_an_error_after_the_handler_closed_its_connection_is_logged()
+  local srv <close> = quiet_serve({ port = 0 }, function(conn)
+    conn:read_line()
+    conn:write("bye\n")
+    conn:close()
+    local missing
+    return missing.field
+  end)
+  local c <close> = H.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
+  c:write("hi\n")
+  lu.assertEquals(c:read_line(), "bye")
+  lu.assertNil(c:read_line())
+  H.within(5, function() while #srv.logged == 0 do reverb.sleep(0.005) end end)
+  lu.assertStrMatches(srv.logged[1], "127%.0%.0%.1:%d+: [^\n]*attempt to index a nil value.*")
+end
+
 return { TestServer = TestServer }

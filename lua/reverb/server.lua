@@ -94,9 +94,14 @@ local function client_main(srv, conn)
   local closed_under_it = conn.closed
   guard[1] = nil
   clean_up(srv, conn)
-  if ok or closed_under_it then return end
+  if ok then return end
+  -- How a connection ends is not worth a line: the peer went, the idle
+  -- timeout struck, or the connection was closed under a waiting call (by
+  -- another task, the command's signal handling, the handler itself). A
+  -- bug after the handler closed its connection still is.
   if core.iserror(err) and (PEER_GONE[err.code] or
-                            (err.code == "ETIMEDOUT" and srv.idle_timeout)) then
+                            (err.code == "ETIMEDOUT" and srv.idle_timeout) or
+                            (closed_under_it and err.code == "EBADF")) then
     return
   end
   srv.log(conn.peer .. ": " .. tostring(err))
