@@ -202,6 +202,19 @@ function TestCli.test_serve_on_ipv6_prints_its_address_in_brackets()
   os.remove(out)
 end
 
+-- connect --udp to an IPv6 address sends from an IPv6 socket (it used to
+-- send from an IPv4 one: "Address family for hostname not supported").
+function TestCli.test_udp_connect_to_ipv6()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local pid, out = H.start("exec " .. R .. " serve 0 --udp --host ::1")
+  local port = H.await_output(out, "listening on %[::1%]:(%d+)")
+  local reply, status = H.sh("printf v6 | " .. R .. " connect ::1 " .. port .. " --udp")
+  lu.assertEquals(status, 0, reply)
+  lu.assertEquals(reply, "v6")
+  H.stop(pid)
+  os.remove(out)
+end
+
 function TestCli.test_unix_socket_serve_and_send()
   local path = H.tmpname()
   local pid, out = H.start("exec " .. R .. " serve --unix " .. path)

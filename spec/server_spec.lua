@@ -407,8 +407,8 @@ function TestServer.test_an_error_after_the_handler_closed_its_connection_is_log
     conn:read_line()
     conn:write("bye\n")
     conn:close()
-    local missing
-    return missing.field
+    local t = {}
+    return t.missing.field
   end)
   local c <close> = H.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
   c:write("hi\n")

@@ -1,6 +1,7 @@
 --- spec/udp_spec.lua: reverb.udp, datagrams on the loop.
 local lu = require "luaunit"
 local reverb = require "reverb"
+local core = require "reverb.core"
 local H = require "helper"
 
 local TestUdp = H.class()
@@ -88,6 +89,21 @@ function TestUdp.test_inet6_datagrams()
   local b <close> = H.udp("::1", 0)
   b:sendto("v6", "::1", a.port)
   lu.assertEquals({ a:recvfrom() }, { "v6", "::1", b.port })
+end
+
+-- An unbound socket takes its family from opts.family: one made for IPv6
+-- sends to an IPv6 address (the default, IPv4, cannot).
+function TestUdp.test_an_unbound_socket_of_the_inet6_family()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local a <close> = H.udp("::1", 0)
+  local b <close> = H.udp { family = "inet6" }
+  b:sendto("unbound", "::1", a.port)
+  lu.assertEquals((a:recvfrom()), "unbound")
+  local v4 <close> = H.udp()
+  lu.assertTrue(core.iserror(select(2, pcall(v4.sendto, v4, "x", "::1", a.port))))
+  lu.assertErrorMsgContains([[(family: "inet" or "inet6" expected, got "unix")]],
+    reverb.udp, { family = "unix" })
+  lu.assertErrorMsgContains("(family: string expected, got number)", reverb.udp, { family = 6 })
 end
 
 return { TestUdp = TestUdp }

@@ -75,7 +75,8 @@ local LINGER = 0.5
 local MAX_DATAGRAM = 65507
 
 local function connect_udp(host, port, trace)
-  local u = reverb.udp()
+  -- the family of the host, as TCP's connect picks it
+  local u = reverb.udp { family = host:find(":", 1, true) and "inet6" or "inet" }
   run_tasks(function()
     pump_stdin(function(data)
       for i = 1, #data, MAX_DATAGRAM do

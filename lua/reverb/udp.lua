@@ -80,18 +80,26 @@ function Udp:close()
 end
 Udp.__close = Udp.close
 
---- udp([host, port]) or udp{host=, port=, unix=path}: bound when given
--- (port 0: any free port).
+local FAMILIES = { inet = true, inet6 = true }
+
+--- udp([host, port]) or udp{host=, port=, unix=path, family=}: bound when
+-- given (port 0: any free port). The family is the host's ("inet6" for
+-- an address with colons), else opts.family, else "inet": an unbound
+-- socket that will send to IPv6 addresses needs family = "inet6".
 local function udp(host, port)
   local opts = type(host) == "table" and host or { host = host, port = port }
-  for _, k in ipairs { "host", "unix" } do
+  for _, k in ipairs { "host", "unix", "family" } do
     local t = type(opts[k])
     if t ~= "nil" and t ~= "string" then
       error("bad argument #1 to 'udp' (" .. k .. ": string expected, got " .. t .. ")", 2)
     end
   end
+  if opts.family and not FAMILIES[opts.family] then
+    error("bad argument #1 to 'udp' (family: \"inet\" or \"inet6\" expected, got \"" ..
+      opts.family .. "\")", 2)
+  end
   local family = opts.unix and "unix"
-    or (opts.host and opts.host:find(":", 1, true) and "inet6") or "inet"
+    or (opts.host and opts.host:find(":", 1, true) and "inet6") or opts.family or "inet"
   local sock = core.socket(family, "dgram")
   local ok, err = pcall(function()
     if opts.unix then
