@@ -88,6 +88,22 @@ function TestCli.test_usage_errors_exit_2_in_one_line()
     lu.assertEquals(status, 2, args)
     lu.assertStrMatches(out, "reverb[^\n]*\n%(see reverb[^\n]*%-%-help%)\n")
   end
+  -- the line says what is wrong (a zero --max-line, an empty path, a
+  -- negative number and a stray word came out as a traceback, a listening
+  -- line with no address, or a message that did not fit)
+  for args, line in pairs {
+    ["serve 0 --max-line 0"] = "reverb serve: --max-line must be 1 or more",
+    ["serve --unix ''"] = "reverb serve: --unix needs a path",
+    ["send --unix '' hi"] = "reverb send: --unix needs a path",
+    ["send 127.0.0.1 1 hi --timeout -1"] =
+      "reverb send: --timeout must be a number, 0 or more, not '-1'",
+    ["serve -5"] = "reverb serve: PORT must be 0-65535, not '-5'",
+    ["serve abc"] = "reverb serve: 'abc' is neither a PORT nor a script",
+  } do
+    local out, status = H.sh(R .. " " .. args)
+    lu.assertEquals(status, 2, args)
+    lu.assertEquals(out:match("^[^\n]*"), line)
+  end
 end
 
 function TestCli.test_serve_and_send()

@@ -91,6 +91,10 @@ function TestClient.test_bad_arguments()
     reverb.connect, "127.0.0.1", 80, { timeout = "soon" })
   lu.assertErrorMsgContains("bad argument #1 to 'connect' (max_line: positive integer",
     reverb.connect, { host = "127.0.0.1", port = 80, max_line = 0 })
+  -- an empty path would name no file (Linux takes it for an abstract
+  -- address of its own choosing)
+  lu.assertErrorMsgContains("bad argument #1 to 'connect' (unix: non-empty path expected)",
+    reverb.connect, { unix = "" })
 end
 
 -- A connect that fails after making its socket closes it before raising,

@@ -302,7 +302,9 @@ function TestServer.test_bad_arguments()
   for opts, msg in pairs {
     [{ host = 5 }] = "(host: string expected, got number)",
     [{ port = 70000 }] = "(port: port 0-65535 expected, got 70000)",
-    [{ port = "http" }] = "(port: port 0-65535 expected, got string)",
+    [{ port = "http" }] = '(port: port 0-65535 expected, got "http")',
+    [{ unix = "" }] = '(unix: non-empty path expected, got "")',
+    [{ unix = 5 }] = "(unix: non-empty path expected, got 5)",
     [{ idle_timeout = -1 }] = "(idle_timeout: non-negative number expected, got -1)",
     [{ max_line = 0 }] = "(max_line: positive integer expected, got 0)",
     [{ on_close = "bye" }] = "(on_close: function expected, got string)",

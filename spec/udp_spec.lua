@@ -104,6 +104,7 @@ function TestUdp.test_an_unbound_socket_of_the_inet6_family()
   lu.assertErrorMsgContains([[(family: "inet" or "inet6" expected, got "unix")]],
     reverb.udp, { family = "unix" })
   lu.assertErrorMsgContains("(family: string expected, got number)", reverb.udp, { family = 6 })
+  lu.assertErrorMsgContains("(unix: non-empty path expected)", reverb.udp, { unix = "" })
 end
 
 return { TestUdp = TestUdp }

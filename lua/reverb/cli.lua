@@ -181,19 +181,27 @@ function M.parse(cmd, args, spec)
   return opts, pos
 end
 
+--- An option's number: a usage error unless v is one, 0 or more (and
+-- whole, with integer).
 function M.number(cmd, what, v, integer)
   local n = tonumber(v)
   if not n or n < 0 or (integer and math.type(n) ~= "integer") then
     M.usage(cmd, what .. " must be a " .. (integer and "whole " or "") ..
-      "number, not '" .. tostring(v) .. "'")
+      "number, 0 or more, not '" .. tostring(v) .. "'")
   end
   return n
 end
 
 function M.port(cmd, v)
-  local p = M.number(cmd, "PORT", v, true)
-  if p > 65535 then M.usage(cmd, "PORT must be 0-65535, not " .. v) end
+  local p = math.tointeger(tonumber(v))
+  if not p or p < 0 or p > 65535 then M.usage(cmd, "PORT must be 0-65535, not '" .. v .. "'") end
   return p
+end
+
+--- A --unix path: a usage error for an empty one, which names no file.
+function M.path(cmd, v)
+  if v == "" then M.usage(cmd, "--unix needs a path") end
+  return v
 end
 
 --- The environment scripts and the REPL run in: globals plus `reverb`.

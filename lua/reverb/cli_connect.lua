@@ -34,7 +34,7 @@ local function tracer(enabled)
 end
 
 local function target(cmd, o, pos)
-  if o.unix then return { unix = o.unix }, o.unix end
+  if o.unix then return { unix = cli.path(cmd, o.unix) }, o.unix end
   if not pos[1] or not pos[2] then cli.usage(cmd, "needs HOST and PORT") end
   return pos[1], cli.port(cmd, pos[2])
 end

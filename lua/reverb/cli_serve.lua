@@ -187,6 +187,12 @@ local function supervise(o, n)
   return failed and 1 or 0
 end
 
+local function readable(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
 local function main(args)
   local o, pos = cli.parse("serve", args, SPEC)
   if o.help then
@@ -195,7 +201,13 @@ local function main(args)
   end
   if #pos > 2 then cli.usage("serve", "too many arguments: " .. table.concat(pos, " ")) end
   for _, p in ipairs(pos) do
-    if p:match("%.lua$") or not tonumber(p) then o.script = p else o.port = cli.port("serve", p) end
+    if tonumber(p) and not p:match("%.lua$") then
+      o.port = cli.port("serve", p)
+    elseif p:match("%.lua$") or readable(p) then   -- a script by another name too
+      o.script = p
+    else
+      cli.usage("serve", "'" .. p .. "' is neither a PORT nor a script")
+    end
   end
   o.port = o.port or 8080
   o.host = o.host or "127.0.0.1"
@@ -205,7 +217,11 @@ local function main(args)
     if o.workers < 1 then cli.usage("serve", "--workers must be 1 or more") end
   end
   if o.idle_timeout then o.idle_timeout = cli.number("serve", "--idle-timeout", o.idle_timeout) end
-  if o.max_line then o.max_line = cli.number("serve", "--max-line", o.max_line, true) end
+  if o.max_line then
+    o.max_line = cli.number("serve", "--max-line", o.max_line, true)
+    if o.max_line < 1 then cli.usage("serve", "--max-line must be 1 or more") end
+  end
+  if o.unix then cli.path("serve", o.unix) end
   if o.udp and (o.unix or o.workers) then
     cli.usage("serve", "--udp goes with neither --unix nor --workers")
   end

@@ -32,6 +32,9 @@ local function connect(host, port, opts)
     error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(argn), 2)
   end
   local family, peer
+  if opts.unix ~= nil and (type(opts.unix) ~= "string" or opts.unix == "") then
+    error(("bad argument #%d to 'connect' (unix: non-empty path expected)"):format(argn), 2)
+  end
   if opts.unix then
     family, host, peer = "unix", opts.unix, opts.unix
   else

@@ -220,7 +220,7 @@ local function is_string(v) return type(v) == "string" end
 local function is_function(v) return type(v) == "function" end
 local OPTIONS = {   -- option -> its test, and what the test wants (for the message)
   host = { is_string, "string" },
-  unix = { is_string, "string" },
+  unix = { function(v) return is_string(v) and v ~= "" end, "non-empty path" },
   port = { function(v)   -- "8080" and 8080.0 too, as bind takes them (port = arg[1])
              local n = math.tointeger(tonumber(v))
              return n ~= nil and n >= 0 and n <= 65535
@@ -238,7 +238,11 @@ local function check_options(opts)
   for k, c in pairs(OPTIONS) do
     local v = opts[k]
     if v ~= nil and not c[1](v) then
-      local got = type(v) == "number" and c[2] ~= "string" and c[2] ~= "function" and v or type(v)
+      -- a wrong type by its name, as Lua says it; a wrong value by itself
+      local got = type(v)
+      if c[2] ~= "string" and c[2] ~= "function" then
+        if got == "number" then got = v elseif got == "string" then got = ("%q"):format(v) end
+      end
       return ("%s: %s expected, got %s"):format(k, c[2], got)
     end
   end

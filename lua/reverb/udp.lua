@@ -94,6 +94,9 @@ local function udp(host, port)
       error("bad argument #1 to 'udp' (" .. k .. ": string expected, got " .. t .. ")", 2)
     end
   end
+  if opts.unix == "" then
+    error("bad argument #1 to 'udp' (unix: non-empty path expected)", 2)
+  end
   if opts.family and not FAMILIES[opts.family] then
     error("bad argument #1 to 'udp' (family: \"inet\" or \"inet6\" expected, got \"" ..
       opts.family .. "\")", 2)
