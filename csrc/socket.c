@@ -24,7 +24,8 @@ static const char *const type_names[] = { "stream", "dgram", NULL };
 static const int type_values[] = { SOCK_STREAM, SOCK_DGRAM };
 
 rv_socket *rv_newsocket(lua_State *L, int family, int type) {
-  rv_socket *s = (rv_socket *)lua_newuserdatauv(L, sizeof *s, 0);
+  /* its user value: the owner (sock_setowner) */
+  rv_socket *s = (rv_socket *)lua_newuserdatauv(L, sizeof *s, 1);
   s->fd = -1;
   s->family = family;
   s->type = type;
@@ -49,7 +50,9 @@ void rv_push_sockettag(lua_State *L) {
    EBADF.  Comparing addresses is the cheapest sure check, and it runs on
    every send and recv. */
 rv_socket *rv_check(lua_State *L, int idx, const char *op) {
-  rv_socket *s = (rv_socket *)lua_touserdata(L, idx);
+  /* (lua_touserdata also answers for a light userdata, whose metatable
+     a script could make the socket metatable) */
+  rv_socket *s = lua_type(L, idx) == LUA_TUSERDATA ? (rv_socket *)lua_touserdata(L, idx) : NULL;
   if (s == NULL || !lua_getmetatable(L, idx) ||
       lua_topointer(L, -1) != lua_touserdata(L, lua_upvalueindex(1)))
     luaL_typeerror(L, idx, RV_SOCKET);
@@ -186,17 +189,47 @@ static int sock_shutdown(lua_State *L) {
   return 1;
 }
 
-/* The one close: idempotent, shared by close, __gc and __close.  Linux
-   releases the descriptor even when close(2) fails, so it is never
+/* The one close of the descriptor: idempotent, and all __gc does.
+   Linux releases the descriptor even when close(2) fails, so it is never
    retried and its error is not worth raising. */
-static int sock_close(lua_State *L) {
+static int sock_gc(lua_State *L) {
   rv_socket *s = (rv_socket *)luaL_checkudata(L, 1, RV_SOCKET);
   if (s->fd >= 0) {
     int fd = s->fd;
     s->fd = -1;
     close(fd);
   }
+  return 0;
+}
+
+/* close() and __close.  A socket with an owner (a stream's, a server's:
+   loop.watch sets it) closes through the owner's close, so that the loop
+   lets go of the descriptor and wakes whoever waits on it; otherwise they
+   would wait forever, since epoll forgets a closed descriptor without an
+   event.  The owner's close comes back here, no longer owned, to close
+   the descriptor. */
+static int sock_close(lua_State *L) {
+  luaL_checkudata(L, 1, RV_SOCKET);
+  if (lua_getiuservalue(L, 1, 1) != LUA_TNIL) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, 1);
+    lua_getfield(L, 2, "close");
+    lua_insert(L, 2);
+    lua_call(L, 1, 0);
+  }
+  lua_settop(L, 1);
+  sock_gc(L);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* setowner(t | nil) -> self: close() calls t:close() first (see
+   sock_close); reverb's streams, servers and UDP sockets own theirs. */
+static int sock_setowner(lua_State *L) {
+  luaL_checkudata(L, 1, RV_SOCKET);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
   return 1;
 }
 
@@ -276,6 +309,7 @@ const luaL_Reg rv_socket_methods[] = {
   { "connect", sock_connect },
   { "shutdown", sock_shutdown },
   { "close", sock_close },
+  { "setowner", sock_setowner },
   { "setblocking", sock_setblocking },
   { "fileno", sock_fileno },
   { "getsockname", sock_getsockname },
@@ -287,7 +321,7 @@ const luaL_Reg rv_socket_methods[] = {
    added to its __index table by core.c. */
 void rv_socket_init(lua_State *L) {
   luaL_newmetatable(L, RV_SOCKET);
-  lua_pushcfunction(L, sock_close);
+  lua_pushcfunction(L, sock_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, sock_close);
   lua_setfield(L, -2, "__close");

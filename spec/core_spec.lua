@@ -172,6 +172,39 @@ function TestSocket.test_closed_socket_raises_ebadf_and_close_is_idempotent()
   end
 end
 
+-- close() of an owned socket calls its owner's close first, once (the
+-- loop makes each stream, server and UDP socket the owner of its socket,
+-- so that closing the socket itself wakes whoever waits on it).
+function TestSocket.test_an_owned_socket_closes_through_its_owner()
+  local s = core.socket()
+  local calls = 0
+  local owner = { close = function() calls = calls + 1 s:close() end }
+  lu.assertEquals(s:setowner(owner), s)
+  lu.assertTrue(s:close())
+  lu.assertEquals(calls, 1)
+  lu.assertEquals(tostring(s), "reverb.socket: closed")
+  lu.assertTrue(s:close())
+  lu.assertEquals(calls, 1, "the owner's close ran once")
+  local t = core.socket()
+  t:setowner(owner)
+  t:setowner(nil)
+  t:close()
+  lu.assertEquals(calls, 1, "setowner(nil) disowns")
+  lu.assertErrorMsgContains("table expected", t.setowner, t, 5)
+end
+
+-- A light userdata given the socket metatable (debug can do that) is no
+-- socket: its methods raise an argument error, not read its address.
+function TestSocket.test_a_light_userdata_is_no_socket()
+  local light = core.scheduler().WAIT
+  local saved = debug.getmetatable(light)
+  debug.setmetatable(light, debug.getmetatable(core.socket()))
+  local ok, err = pcall(core.methods.fileno, light)
+  debug.setmetatable(light, saved)
+  lu.assertFalse(ok)
+  lu.assertStrContains(err, "reverb.socket expected")
+end
+
 -- Whether descriptor fd is open in this process: /proc's entry for it
 -- is a symlink (test -L: a socket's cannot be followed, so not test -e).
 local function fd_open(fd)

@@ -420,4 +420,16 @@ function TestServer.test_an_error_after_the_handler_closed_its_connection_is_log
   lu.assertStrMatches(srv.logged[1], "127%.0%.0%.1:%d+: [^\n]*attempt to index a nil value.*")
 end
 
+-- Closing the listening socket itself closes the server: its accept task
+-- ends, where it used to log EBADF twenty times a second for ever.
+function TestServer.test_closing_the_listening_socket_closes_the_server()
+  local srv <close> = quiet_serve({ port = 0 }, echo_lines)
+  reverb.sleep(0.01)
+  srv.socket:close()
+  reverb.sleep(0.1)
+  lu.assertTrue(srv.closed)
+  lu.assertEquals(srv.logged, {})
+  lu.assertEquals(coroutine.status(srv.task), "dead")
+end
+
 return { TestServer = TestServer }

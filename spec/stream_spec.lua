@@ -241,6 +241,22 @@ function TestStream.test_close_wakes_a_waiting_reader()
   lu.assertEquals(err.code, "EBADF")
 end
 
+-- Closing the socket itself, not the stream, wakes the stream's reader at
+-- once and closes the stream: epoll forgets a closed descriptor without
+-- an event, and the reader waited until its number was reused (for ever,
+-- and run() with it).
+function TestStream.test_closing_the_socket_under_a_waiting_reader_wakes_it()
+  local p <close> = pair()
+  local err
+  reverb.spawn(function() err = select(2, pcall(p[2].read_line, p[2])) end)
+  reverb.sleep(0.01)
+  p[2].socket:close()
+  H.within(5, function() while err == nil do reverb.sleep(0.001) end end)
+  lu.assertTrue(core.iserror(err))
+  lu.assertEquals(err.code, "EBADF")
+  lu.assertTrue(p[2].closed)
+end
+
 -- Readers wait in a table indexed by descriptor: a socket closed under its
 -- stream (not through it) must not leave its reader on the number that the
 -- next socket gets.

@@ -83,6 +83,19 @@ function TestUdp.test_sendto_a_full_unix_receiver_times_out()
   lu.assertEquals(err.code, "ETIMEDOUT")
 end
 
+-- Closing the socket itself wakes a waiting recvfrom (see the stream's
+-- test of the same).
+function TestUdp.test_closing_the_socket_under_recvfrom_wakes_it()
+  local u <close> = H.udp("127.0.0.1", 0)
+  local err
+  reverb.spawn(function() err = select(2, pcall(u.recvfrom, u)) end)
+  reverb.sleep(0.01)
+  u.socket:close()
+  H.within(5, function() while err == nil do reverb.sleep(0.001) end end)
+  lu.assertEquals(err.code, "EBADF")
+  lu.assertTrue(u.closed)
+end
+
 function TestUdp.test_inet6_datagrams()
   if not H.has_ipv6() then lu.skip("this machine has no ::1") end
   local a <close> = H.udp("::1", 0)

@@ -366,6 +366,10 @@ function M.watch(w, fd, mode)
     if nwatched > most then most = nwatched end
   end
   w.fd = fd
+  -- Closing the socket itself closes its watcher (core's setowner): its
+  -- waiters are woken, where epoll would forget the descriptor silently.
+  local sock = w.socket
+  if sock then sock:setowner(w) end
   -- Only a level-triggered watcher (rare: a pipe, a terminal) has the
   -- field, so a connection's table holds four keys, not eight slots' worth.
   if mode ~= nil and mode ~= "edge" then
