@@ -432,4 +432,15 @@ function TestServer.test_closing_the_listening_socket_closes_the_server()
   lu.assertEquals(coroutine.status(srv.task), "dead")
 end
 
+-- Options serve does not know are not passed on to each connection's
+-- stream: `timeout` (a stream's option; idle_timeout is the server's)
+-- made every accepted connection fail, logged, its socket left open.
+function TestServer.test_an_option_of_the_stream_is_not_passed_to_connections()
+  local srv <close> = quiet_serve({ port = 0, timeout = "soon" }, echo_lines)
+  local c <close> = H.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
+  c:write("served\n")
+  lu.assertEquals(c:read_line(), "served")
+  lu.assertEquals(srv.logged, {})
+end
+
 return { TestServer = TestServer }

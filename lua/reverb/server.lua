@@ -114,10 +114,10 @@ local function start_client(srv, c, host, port)
   else
     peer = srv.unix
   end
-  local conn = stream.new(c, peer, srv.opts)
+  local conn = stream.new(c, peer, srv.stream_opts)
   conn:settimeout(srv.idle_timeout)
-  add_client(srv, conn)
   loop.spawn_pooled(client_main, srv, conn)
+  add_client(srv, conn)   -- (the task runs on the loop's next turn)
 end
 
 local function accept_batch(srv)
@@ -125,7 +125,11 @@ local function accept_batch(srv)
   while not srv.closed do
     local c, host, port = accept(sock)
     if c then
-      start_client(srv, c, host, port)
+      local ok, err = pcall(start_client, srv, c, host, port)
+      if not ok then   -- (epoll_ctl's ENOSPC, out of memory): c goes now, not at a GC
+        c:close()      -- (and with it its stream, if it had one)
+        error(err, 0)
+      end
     elseif loop.wait(srv, "read") ~= true then
       return
     end
@@ -266,7 +270,8 @@ local function serve(opts, handler)
                       { __index = opts })
   local sock = listen(opts)
   local srv = setmetatable({
-    socket = sock, handler = handler, opts = opts, _clients = {}, _nclients = 0, _most = 0,
+    socket = sock, handler = handler, _clients = {}, _nclients = 0, _most = 0,
+    stream_opts = opts.max_line and { max_line = opts.max_line } or false,
     unix = opts.unix, idle_timeout = opts.idle_timeout,
     log = opts.log or default_log, on_open = opts.on_open, on_close = opts.on_close,
   }, Server)

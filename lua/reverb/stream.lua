@@ -109,7 +109,9 @@ end
 
 --- Wraps a connected non-blocking socket. opts: max_line, timeout.
 local function new(sock, peer, opts)
-  local state = C.new(sock, opts and opts.max_line, opts and opts.timeout)
+  local max_line, timeout
+  if opts then max_line, timeout = opts.max_line, opts.timeout end
+  local state = C.new(sock, max_line, timeout)
   -- The fields reverb reads are present from the start (false, not nil):
   -- a read of an unset field would fall through to Stream.__index, and
   -- the table is made at its final size, four keys (loop.watch sets fd).
