@@ -140,6 +140,9 @@ static void settle(lua_State *L, lua_State *co, int status, int nres) {
 /* Resumes the task co (at A_WAITER) with true: its descriptor is ready. */
 static void wake(lua_State *L, sched *S, lua_State *co) {
   int nres = 0, status;
+  /* Only a parked task is resumed: a thread that is running (this one),
+     normal or dead was never parked here, whoever put it in the table. */
+  if (co == L || lua_status(co) != LUA_YIELD) return;
   /* A task parks from a C function, which Lua gives LUA_MINSTACK slots:
      there is room for the value it is woken with. */
   if (!lua_checkstack(co, 1)) luaL_error(L, "reverb: no stack to resume a task");

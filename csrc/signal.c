@@ -33,11 +33,17 @@ static void handler(int signo) {
   errno = saved;
 }
 
-static int setaction(lua_State *L, void (*fn)(int), const char *op) {
+/* The signal named at index 1, one whose action can be set. */
+static int checkcatchable(lua_State *L) {
   int signo = numbers[luaL_checkoption(L, 1, NULL, names)];
-  struct sigaction sa;
   /* KILL is in the table for kill(); no process may catch or ignore it. */
   luaL_argcheck(L, signo != SIGKILL, 1, "KILL cannot be caught or ignored");
+  return signo;
+}
+
+static int setaction(lua_State *L, void (*fn)(int), const char *op) {
+  int signo = checkcatchable(L);
+  struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = fn;
   sa.sa_flags = SA_RESTART;
@@ -48,7 +54,7 @@ static int setaction(lua_State *L, void (*fn)(int), const char *op) {
 
 /* core.signal_catch(name) -> fd of the pipe to watch for reading */
 static int l_catch(lua_State *L) {
-  luaL_checkoption(L, 1, NULL, names);   /* a bad name raises before the pipe is made */
+  checkcatchable(L);   /* a bad name raises before the pipe is made */
   if (sigpipe_fds[0] < 0 && pipe2(sigpipe_fds, O_NONBLOCK | O_CLOEXEC) < 0)
     return rv_fail(L, "pipe", errno, NULL);
   setaction(L, handler, "sigaction");

@@ -213,9 +213,10 @@ static int sock_close(lua_State *L) {
   if (lua_getiuservalue(L, 1, 1) != LUA_TNIL) {
     lua_pushnil(L);
     lua_setiuservalue(L, 1, 1);
-    lua_getfield(L, 2, "close");
-    lua_insert(L, 2);
-    lua_call(L, 1, 0);
+    if (lua_getfield(L, 2, "close") == LUA_TFUNCTION) {
+      lua_insert(L, 2);
+      lua_call(L, 1, 0);
+    }
   }
   lua_settop(L, 1);
   sock_gc(L);

@@ -266,16 +266,31 @@ void rv_stream_mark(lua_State *L, int idx, int hup) {
   if (hup) s->hup = 1;
 }
 
+/* Whether the value on top is a function of this stream API: a C
+   closure whose first two upvalues are this one's scheduler and state
+   metatable (no other function has both). */
+static int ours(lua_State *L) {
+  int same = 0;
+  if (!lua_iscfunction(L, -1) || lua_getupvalue(L, -1, UV_SCHED) == NULL) return 0;
+  if (lua_rawequal(L, -1, lua_upvalueindex(UV_SCHED)) &&
+      lua_getupvalue(L, -2, UV_MT) != NULL) {
+    same = lua_rawequal(L, -1, lua_upvalueindex(UV_MT));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return same;
+}
+
 /* rebind(api, readers): points every function of api (this table of
    functions) at a new readers table, once the loop has rebuilt its own
-   at a smaller size (loop.lua's compact). */
+   at a smaller size (loop.lua's compact).  Any other function in the
+   table is left alone: its upvalues are not ours to replace. */
 static int s_rebind(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    if (lua_iscfunction(L, -1) && lua_getupvalue(L, -1, UV_READERS) != NULL) {
-      lua_pop(L, 1);
+    if (ours(L)) {
       lua_pushvalue(L, 2);
       lua_setupvalue(L, -2, UV_READERS);
     }

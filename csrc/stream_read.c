@@ -147,6 +147,9 @@ static int reading(lua_State *L, rv_stream *s, lua_KContext rq) {
 static int readk(lua_State *L, int status, lua_KContext rq) {
   rv_stream *s = (rv_stream *)lua_touserdata(L, I_STATE);
   (void)status;
+  /* One wake value above the state, whatever the resume passed (a stray
+     resume with none must not take the state for it). */
+  if (lua_gettop(L) != I_STATE + 1) lua_settop(L, I_STATE + 1);
   rvs_woken(L, s, 0, opnames[OP(rq)]);
   return reading(L, s, rq);
 }

@@ -95,6 +95,7 @@ static int s_send(lua_State *L) {
 static int writablek(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
+  lua_settop(L, 3);   /* self, state, one wake value (as readk) */
   rvs_woken(L, (rv_stream *)lua_touserdata(L, 2), 1, "write");
   return 0;
 }
@@ -125,6 +126,7 @@ static int pipe_readk(lua_State *L, int status, lua_KContext ctx) {
   /* Resumed, however: the loop must not relay for this task any more
      (the hint is the parked task's until another parks on fd). */
   if (fd >= 0 && fd < S->nhints && S->hints[fd].state == (uintptr_t)s) S->hints[fd].relay = 0;
+  lua_settop(L, P_BASE + 1);   /* one wake value (as readk) */
   rvs_woken(L, s, 0, "pipe");
   return piping(L);
 }

@@ -191,6 +191,10 @@ function TestSocket.test_an_owned_socket_closes_through_its_owner()
   t:close()
   lu.assertEquals(calls, 1, "setowner(nil) disowns")
   lu.assertErrorMsgContains("table expected", t.setowner, t, 5)
+  local u = core.socket()
+  u:setowner({})   -- an owner with no close: the socket closes all the same
+  lu.assertTrue(u:close())
+  lu.assertEquals(tostring(u), "reverb.socket: closed")
 end
 
 -- A light userdata given the socket metatable (debug can do that) is no

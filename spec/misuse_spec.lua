@@ -163,4 +163,60 @@ function TestMisuse.test_a_stream_outlives_its_scheduler()
   b:close()
 end
 
+-- The stream API's rebind replaces an upvalue of its own functions only:
+-- given another C closure (string.gmatch's iterator), it replaced that
+-- one's state and the next call crashed.
+function TestMisuse.test_rebind_touches_only_its_own_functions()
+  local api = core.scheduler().streams({}, print, print)
+  local it = string.gmatch("abc", ".")
+  api.rebind({ it, print, function() end }, {})
+  lu.assertEquals(it(), "a")
+  lu.assertEquals(it(), "b")
+end
+
+-- A task parked in a read, resumed by hand with no value (or with
+-- several): the read sees a bad wake, not its own state taken for the
+-- wake value and then a null pointer.
+function TestMisuse.test_a_parked_read_resumed_by_hand()
+  local sched = core.scheduler()
+  local readers = {}
+  local api = sched.streams(readers, function() return false end, print)
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  local state = { api.new(a) }
+  for _, wake in ipairs { {}, { true, "extra", "values" } } do
+    local co = coroutine.create(function() return api.read_some(state) end)
+    lu.assertEquals(select("#", sched.resume(co)), 2, "parked")
+    readers[a:fileno()] = nil   -- as dispatch does before it wakes a task
+    local ok, err = sched.resume(co, table.unpack(wake))
+    if #wake == 0 then
+      lu.assertFalse(ok)
+      lu.assertEquals(err.code, "EBADF")
+    else   -- woken as ready: reads again, parks again
+      lu.assertTrue(ok)
+      lu.assertEquals(coroutine.status(co), "suspended")
+      b:send("x")
+      readers[a:fileno()] = nil
+      lu.assertEquals({ sched.resume(co, true) }, { true, "x" })
+    end
+  end
+  a:close()
+  b:close()
+end
+
+-- dispatch resumes parked tasks only: the running thread put in its
+-- readers table is left alone (it was resumed: "attempt to call a string").
+function TestMisuse.test_dispatch_resumes_only_parked_tasks()
+  local sched, p = core.scheduler(), core.poller()
+  local a, b = core.socketpair()
+  a:setblocking(false)
+  p:add(a:fileno(), "edge")
+  b:send("x")
+  local readers = { [a:fileno()] = coroutine.running() }
+  lu.assertEquals({ sched.dispatch(p, 0, {}, readers, {}, print) }, { 1, false })
+  p:close()
+  a:close()
+  b:close()
+end
+
 return { TestMisuse = TestMisuse }

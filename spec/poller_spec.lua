@@ -118,6 +118,23 @@ function TestPoller.test_signals_arrive_through_the_pipe()
   end
 end
 
+-- signal_catch("KILL") raises before it makes the signal pipe (in a
+-- fresh process: this one's pipe may be made already).
+function TestPoller.test_catching_kill_makes_no_pipe()
+  local out = H.sh(H.LUA .. [[ -e '
+    local core = require "reverb.core"
+    local function fds()
+      local ls, n = io.popen("ls /proc/" .. core.getpid() .. "/fd"), 0
+      for _ in ls:lines() do n = n + 1 end
+      ls:close()
+      return n
+    end
+    local before = fds()
+    print(pcall(core.signal_catch, "KILL"))
+    print(fds() - before)']])
+  lu.assertStrMatches(out, "false\t[^\n]*KILL cannot be caught or ignored[^\n]*\n0\n")
+end
+
 function TestPoller.test_fork_and_waitpid()
   local pid = core.fork()
   if pid == 0 then
