@@ -89,6 +89,8 @@ function TestClient.test_bad_arguments()
   lu.assertErrorMsgContains("port 0-65535 expected, got 70000", reverb.connect, "127.0.0.1", 70000)
   lu.assertErrorMsgContains("bad argument #3 to 'connect' (timeout: non-negative number",
     reverb.connect, "127.0.0.1", 80, { timeout = "soon" })
+  lu.assertErrorMsgContains("bad argument #3 to 'connect' (options table expected, got number)",
+    reverb.connect, "127.0.0.1", 80, 5)
   lu.assertErrorMsgContains("bad argument #1 to 'connect' (max_line: positive integer",
     reverb.connect, { host = "127.0.0.1", port = 80, max_line = 0 })
   -- an empty path would name no file (Linux takes it for an abstract

@@ -31,6 +31,21 @@ function TestSignal.test_on_signal_checks_its_handler()
   reverb.on_signal("USR1", nil)
 end
 
+-- The name is on_signal's first argument, and its errors say so (they
+-- said "table index is nil", or named core.signal_catch).
+function TestSignal.test_on_signal_checks_its_name()
+  for _, case in ipairs {
+    { "(signal name expected, got nil)", nil, nil },
+    { "(signal name expected, got number)", 0 / 0, print },
+    { "(unknown signal 'BOGUS')", "BOGUS", print },
+    { "(unknown signal 'BOGUS')", "BOGUS", nil },
+    { "(KILL cannot be caught or ignored)", "KILL", print },
+  } do
+    lu.assertErrorMsgContains("bad argument #1 to 'on_signal' " .. case[1],
+      reverb.on_signal, case[2], case[3])
+  end
+end
+
 function TestSignal.test_signal_watcher_does_not_keep_run_going()
   reverb.on_signal("USR1", function() end)
   reverb.spawn(function() reverb.sleep(0.001) end)

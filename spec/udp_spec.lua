@@ -48,6 +48,18 @@ function TestUdp.test_recvfrom_timeout()
     reverb.udp, 5)
   lu.assertErrorMsgContains("bad argument #1 to 'recvfrom' (size must be positive)",
     u.recvfrom, u, 0)
+  -- numbered as the method call counts, in udp's own name (they named
+  -- core's bind, or counted the socket)
+  lu.assertErrorMsgContains("bad argument #2 to 'sendto' (host expected, got nil)",
+    u.sendto, u, "x", nil, 9)
+  lu.assertErrorMsgContains("bad argument #3 to 'sendto' (port 0-65535 expected, got string)",
+    u.sendto, u, "x", "127.0.0.1", "abc")
+  lu.assertErrorMsgContains("bad argument #3 to 'sendto' (port 0-65535 expected, got 70000)",
+    u.sendto, u, "x", "127.0.0.1", 70000)
+  lu.assertErrorMsgContains("bad argument #2 to 'udp' (port 0-65535 expected, got -1)",
+    reverb.udp, "127.0.0.1", -1)
+  lu.assertErrorMsgContains("bad argument #1 to 'udp' (port 0-65535 expected, got string)",
+    reverb.udp, { port = "x" })
 end
 
 function TestUdp.test_unix_datagrams()

@@ -23,6 +23,9 @@ local function connect(host, port, opts)
     opts, argn = host, 1
     host, port = opts.host, opts.port
   end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'connect' (options table expected, got " .. type(opts) .. ")", 2)
+  end
   opts = opts or {}
   local t, max_line = opts.timeout, opts.max_line
   if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then

@@ -21,12 +21,27 @@ local function signal_task()
   end
 end
 
+-- core's call for the signal name, its argument errors told as
+-- on_signal's own (not core.signal_catch's, nor "table index is nil").
+local function action(f, name)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'on_signal' (signal name expected, got " .. type(name) .. ")", 3)
+  end
+  local ok, r = pcall(f, name)
+  if ok then return r end
+  if type(r) == "string" then
+    r = r:gsub("^bad argument #1 to '[^']*'", "bad argument #1 to 'on_signal'")
+    error((r:gsub("%(invalid option '", "(unknown signal '")), 3)
+  end
+  error(r, 0)
+end
+
 --- on_signal(name, fn): run fn(name) in a task when the signal arrives;
 -- fn = nil restores the default action.
 function M.on_signal(name, fn)
   if fn == nil then
+    action(core.signal_default, name)
     handlers[name] = nil
-    core.signal_default(name)
     return
   end
   if type(fn) ~= "function" then
@@ -34,7 +49,7 @@ function M.on_signal(name, fn)
     -- task, and with it every later handler
     error("bad argument #2 to 'on_signal' (function or nil expected, got " .. type(fn) .. ")", 2)
   end
-  local fd = core.signal_catch(name)
+  local fd = action(core.signal_catch, name)
   handlers[name] = fn
   if not watcher then
     watcher = {}

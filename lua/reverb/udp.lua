@@ -24,11 +24,27 @@ local function await(self, field, op, deadline)
   error(core.error(op, "EBADF", "socket is closed"))
 end
 
+-- Whether v is a port number, as bind and sendto take it ("53" too).
+local function isport(v)
+  local n = math.tointeger(tonumber(v))
+  return n ~= nil and n >= 0 and n <= 65535
+end
+
 --- Sends one datagram; returns the bytes sent.
 function Udp:sendto(data, host, port)
+  -- checked here, numbered as the method call counts (core's sendto
+  -- counts the socket too)
   local t = type(data)
-  if t ~= "string" and t ~= "number" then   -- numbered as the method call counts
+  if t ~= "string" and t ~= "number" then
     error("bad argument #1 to 'sendto' (string expected, got " .. t .. ")", 2)
+  end
+  if type(host) ~= "string" then
+    error("bad argument #2 to 'sendto' (" .. (self.unix and "path" or "host") ..
+      " expected, got " .. type(host) .. ")", 2)
+  end
+  if not self.unix and not isport(port) then
+    error("bad argument #3 to 'sendto' (port 0-65535 expected, got " ..
+      (type(port) == "number" and port or type(port)) .. ")", 2)
   end
   local deadline, pause = self.timeout and core.now() + self.timeout, nil
   while true do
@@ -96,6 +112,11 @@ local function udp(host, port)
   end
   if opts.unix == "" then
     error("bad argument #1 to 'udp' (unix: non-empty path expected)", 2)
+  end
+  if opts.port ~= nil and not isport(opts.port) then
+    error("bad argument #" .. (type(host) == "table" and 1 or 2) ..
+      " to 'udp' (port 0-65535 expected, got " ..
+      (type(opts.port) == "number" and opts.port or type(opts.port)) .. ")", 2)
   end
   if opts.family and not FAMILIES[opts.family] then
     error("bad argument #1 to 'udp' (family: \"inet\" or \"inet6\" expected, got \"" ..
