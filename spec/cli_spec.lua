@@ -447,6 +447,23 @@ function TestCli.test_expected_failures_are_one_line_and_exit_1()
   os.remove(not_a_handler)
 end
 
+-- A task that fails with a system call's error is reported in one line,
+-- as the command reports its own, and fails the run (it exited 0, after
+-- a traceback).
+function TestCli.test_run_fails_when_a_task_fails()
+  local script = H.file([[
+local hold = require("reverb.core").socket()
+hold:bind("127.0.0.1", 0)   -- bound, never listening: connects are refused
+reverb.spawn(function() reverb.connect("127.0.0.1", select(2, hold:getsockname())) end)
+reverb.spawn(function() reverb.sleep(0.01) print("the other task finished") end)
+]], ".lua")
+  local out, status = H.sh(R .. " run " .. script)
+  lu.assertEquals(status, 1)
+  lu.assertStrMatches(out, "reverb: task failed: connect 127%.0%.0%.1:%d+: " ..
+                           "Connection refused %(ECONNREFUSED%)\nthe other task finished\n")
+  os.remove(script)
+end
+
 function TestCli.test_a_bug_in_a_script_shows_its_traceback()
   local script = H.file("local function inner() local t = nil; return t.x end\ninner()\n")
   local out, status = H.sh(R .. " run " .. script)

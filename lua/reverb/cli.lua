@@ -123,7 +123,8 @@ Usage: reverb run SCRIPT.lua [ARGS...]
 Runs SCRIPT with reverb loaded (require "reverb", or the global reverb),
 arg set as lua sets it, then runs the loop until no task, server or timer
 is left. Every word after SCRIPT goes to it, options too. Ctrl-C ends it,
-unless it says otherwise (reverb.on_signal("INT", fn)).
+unless it says otherwise (reverb.on_signal("INT", fn)). A task that fails
+is reported and the others go on; the exit status is then 1.
 
 Example:
   reverb run examples/echo_server.lua 9000
@@ -244,7 +245,8 @@ local function run_cmd(args)
   local ok, err = xpcall(fn, bug, table.unpack(sarg, 1, #sarg))
   if not ok then error(err, 0) end
   reverb.run()
-  return 0
+  -- a task that failed (its report is printed) fails the run
+  return require("reverb.loop").failures() > 0 and 1 or 0
 end
 
 local COMMANDS = {

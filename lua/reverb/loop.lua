@@ -78,7 +78,20 @@ local function getpoller()
   return poller
 end
 
+local nfailed = 0   -- tasks that failed, for `reverb run`'s exit status
+
+-- A failed task's report: a system call's failure (an error object) in
+-- one line, as the command prints one; anything else, a bug, with the
+-- task's traceback.
 local function report(co, err)
+  nfailed = nfailed + 1
+  if core.iserror(err) then
+    local ok, msg = pcall(tostring, err)
+    if ok and type(msg) == "string" then
+      io.stderr:write("reverb: task failed: ", msg, "\n")
+      return
+    end
+  end
   local ok, msg = true, err
   if type(err) ~= "string" then ok, msg = pcall(tostring, err) end   -- a __tostring may raise
   if not ok then   -- and what it raised may be no string either
@@ -496,6 +509,11 @@ end
 
 function M.now()
   return now()
+end
+
+--- How many tasks have failed (raised, or yielded outside reverb).
+function M.failures()
+  return nfailed
 end
 
 --- How many tasks keep the loop alive (for tests and the REPL).
