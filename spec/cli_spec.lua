@@ -154,7 +154,18 @@ function TestCli.test_send_prints_an_early_reply_then_reports_the_cut_off()
   lu.assertEquals(status, 1)
   lu.assertStrMatches(H.slurp(err), "reverb: send 127%.0%.0%.1:%d+: [^\n]+\n")
   H.stop(pid)
-  for _, f in ipairs { script, data, err, out } do os.remove(f) end
+  for _, f in ipairs { script, err, out } do os.remove(f) end
+  -- one that answers, half-closes and reads on is sent all of stdin: the
+  -- end of its reply is not the end of the command
+  script = H.file("return function(conn) conn:write('go on\\n') conn:shutdown('write') " ..
+                  "print(#conn:read_all()) io.stdout:flush() end", ".lua")
+  pid, port, out = serve("0 " .. script)
+  reply, status = H.sh(R .. " send 127.0.0.1 " .. port .. " <" .. data)
+  lu.assertEquals({ reply, status }, { "go on\n", 0 })
+  H.await_output(out, "\n(%d+)\n")
+  lu.assertStrContains(H.slurp(out), "\n" .. #H.slurp(data) .. "\n")
+  H.stop(pid)
+  for _, f in ipairs { script, data, out } do os.remove(f) end
 end
 
 function TestCli.test_serve_answers_nc_and_socat()

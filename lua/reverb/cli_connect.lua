@@ -156,8 +156,8 @@ local function send(args)
   -- must be read while the rest of stdin still goes out. A peer that
   -- stops reading and answers early (a server's "413 too big", then
   -- close) makes the writes fail: its reply is still printed, then that
-  -- failure is reported.
-  local cut_off, sent
+  -- failure is reported. The command ends when both directions have.
+  local cut_off, reset, sent
   run_tasks(function()
     local ok, err = pcall(function()
       if message then conn:write(message) else pump_stdin(function(d) conn:write(d) end) end
@@ -171,20 +171,20 @@ local function send(args)
   end, function()
     while true do
       local ok, data = pcall(conn.read_some, conn)
-      if ok and not data then break end
       if ok then
+        if not data then break end   -- the reply is over; the writes may not be
         stdio.write(data)
-      elseif cut_off and core.iserror(data) and PEER_GONE[data.code] then
-        break       -- the reset that cut the writes off: reported below
+      elseif core.iserror(data) and PEER_GONE[data.code] then
+        reset = data   -- reported below (the writes' own failure first)
+        break
       elseif not (core.iserror(data) and data.code == "ETIMEDOUT") then
         error(data, 0)
       elseif sent then
-        break       -- no more reply within the timeout once all was sent
+        break          -- no more reply within the timeout once all was sent
       end
     end
-    reverb.stop()   -- the peer closed: done, even if stdin is still open
   end)
-  if cut_off then error(cut_off, 0) end
+  if cut_off or reset then error(cut_off or reset, 0) end
   return 0
 end
 
