@@ -257,6 +257,45 @@ function TestStream.test_closing_the_socket_under_a_waiting_reader_wakes_it()
   lu.assertTrue(p[2].closed)
 end
 
+-- The events an epoll instance of this process (the loop's: the one
+-- that watches fd) watches fd for, as the kernel tells them in
+-- /proc/PID/fdinfo.
+local function epoll_mask(fd)
+  local pid = core.getpid()
+  local ls = io.popen("ls -l /proc/" .. pid .. "/fd")
+  for l in ls:lines() do
+    local ep = l:match(" (%d+) %-> anon_inode:%[eventpoll%]")
+    for info in ep and io.lines("/proc/" .. pid .. "/fdinfo/" .. ep) or function() end do
+      local t, ev = info:match("^tfd:%s+(%d+)%s+events:%s+(%x+)")
+      if tonumber(t) == fd then
+        ls:close()
+        return tonumber(ev, 16)
+      end
+    end
+  end
+  ls:close()
+  error("no epoll instance watches " .. fd)
+end
+
+-- A writer that has to wait arms its socket for writing only while it
+-- waits: afterwards the socket is watched for reading alone. (It stayed
+-- armed, so every later event said "writable" too, and the loop's relay,
+-- which moves a pipe's bytes only for a plain "readable", was off for
+-- good on that connection.)
+function TestStream.test_a_socket_is_armed_for_writing_only_while_a_writer_waits()
+  local p <close> = pair()
+  local EPOLLOUT, fd = 0x4, p[1].socket:fileno()
+  lu.assertEquals(epoll_mask(fd) & EPOLLOUT, 0)
+  local big, wrote = string.rep("x", 8 * 1024 * 1024), false
+  reverb.spawn(function() p[1]:write(big) wrote = true end)
+  reverb.sleep(0.01)
+  lu.assertFalse(wrote, "the writer waits for room")
+  lu.assertEquals(epoll_mask(fd) & EPOLLOUT, EPOLLOUT)
+  lu.assertEquals(#p[2]:read(#big), #big)
+  H.within(5, function() while not wrote do reverb.sleep(0.001) end end)
+  lu.assertEquals(epoll_mask(fd) & EPOLLOUT, 0)
+end
+
 -- Readers wait in a table indexed by descriptor: a socket closed under its
 -- stream (not through it) must not leave its reader on the number that the
 -- next socket gets.

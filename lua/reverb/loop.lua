@@ -280,30 +280,38 @@ local function watcher_timer(w, write, who, deadline)
   return e
 end
 
---- Waits until watcher w is ready to "read" or to "write". Returns true
--- when ready, false when the deadline passed, or "closed" when the
--- watcher is closed (or was closed meanwhile).
-function M.wait(w, dir, deadline)
-  local fd = w.fd
-  if not fd then return "closed" end
-  local q = readers
-  if dir == "write" then
-    q = writers
-    poller:mod(fd, "edge+write")
-  end
+-- wait's body, for the waiters in q; `level` is where the caller of
+-- wait is, for the error message.
+local function wait_on(q, w, fd, dir, deadline, level)
   if not deadline and not q[fd] then   -- the hot path: a task parks
     local r = park(q, fd)
     if r ~= nil then return r end
   end
   local who = current()
   if q[fd] then
-    error("reverb: two tasks wait to " .. dir .. " on one socket at once", 3)
+    error("reverb: two tasks wait to " .. dir .. " on one socket at once", level)
   end
   q[fd] = who
   if not deadline then return suspend(who) end
   local e = watcher_timer(w, q == writers, who, deadline)
   local r = suspend(who)
   e.co = nil
+  return r
+end
+
+--- Waits until watcher w is ready to "read" or to "write". Returns true
+-- when ready, false when the deadline passed, or "closed" when the
+-- watcher is closed (or was closed meanwhile).
+function M.wait(w, dir, deadline)
+  local fd = w.fd
+  if not fd then return "closed" end
+  if dir ~= "write" then return wait_on(readers, w, fd, dir, deadline, 3) end
+  -- A socket is armed for writing only while a writer waits: otherwise
+  -- every later event would say "writable" too, and dispatch relays a
+  -- pipe's bytes only for a plain "readable" (sched.c).
+  poller:mod(fd, "edge+write")
+  local r = wait_on(writers, w, fd, dir, deadline, 4)
+  if w.fd == fd then poller:mod(fd, "edge") end
   return r
 end
 
