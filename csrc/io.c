@@ -134,7 +134,7 @@ static int sock_recvfrom(lua_State *L) {
 
 /* A descriptor argument: an int, or an argument error (2^32 cast to int
    would be descriptor 0). */
-static int checkfd(lua_State *L, int idx) {
+int rv_checkfd(lua_State *L, int idx) {
   lua_Integer fd = luaL_checkinteger(L, idx);
   luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, idx, "not a descriptor");
   return (int)fd;
@@ -142,7 +142,7 @@ static int checkfd(lua_State *L, int idx) {
 
 /* core.read(fd [, max]) -> bytes | "" at end of file | nil (would block) */
 static int l_read(lua_State *L) {
-  int fd = checkfd(L, 1);
+  int fd = rv_checkfd(L, 1);
   size_t max = checkmax(L, 2);
   luaL_Buffer b;
   char *buf = space(L, max, &b);
@@ -156,7 +156,7 @@ static int l_read(lua_State *L) {
 
 /* core.write(fd, data [, i [, j]]) -> bytes written | nil (would block) */
 static int l_write(lua_State *L) {
-  int fd = checkfd(L, 1);
+  int fd = rv_checkfd(L, 1);
   size_t len;
   const char *data = slice(L, 2, &len);
   ssize_t n;

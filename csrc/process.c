@@ -79,7 +79,7 @@ static int l_getpid(lua_State *L) {
 }
 
 static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  lua_pushboolean(L, isatty(rv_checkfd(L, 1)));
   return 1;
 }
 

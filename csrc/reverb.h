@@ -73,6 +73,7 @@ extern RV_HIDDEN const luaL_Reg rv_socket_methods[];
 extern RV_HIDDEN const luaL_Reg rv_io_methods[];
 extern RV_HIDDEN const luaL_Reg rv_io_funcs[];
 RV_HIDDEN void rv_io_init(lua_State *L);
+RV_HIDDEN int rv_checkfd(lua_State *L, int idx);
 extern RV_HIDDEN const luaL_Reg rv_option_methods[];
 
 /* poller.c, sched.c, signal.c, process.c: what the loop needs. */

@@ -186,8 +186,11 @@ static int s_lock(lua_State *L) {
 /* settimeout(self, seconds | nil) -> self: every later wait raises
    ETIMEDOUT after this long. */
 static int s_settimeout(lua_State *L) {
-  rv_stream *s = rvs_check(L);
-  int t = lua_type(L, 2);
+  rv_stream *s;
+  int t;
+  lua_settop(L, 2);   /* settimeout() is settimeout(nil) (rvs_check pushes the state at 3) */
+  s = rvs_check(L);
+  t = lua_type(L, 2);
   if (t > LUA_TNIL && (t != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0)))   /* NaN too */
     rvs_argerror(L, 2, "settimeout", "non-negative number or nil expected");
   s->timeout = t == LUA_TNUMBER ? lua_tonumber(L, 2) : -1;

@@ -22,7 +22,8 @@ typedef struct rv_stream {
   char *scratch;             /* (all three kept alive by the state's user values) */
   char *buf;                 /* received, not read yet: buf[head, tail) */
   size_t head, tail, cap;
-  size_t scanned;            /* bytes from head already searched for a delimiter */
+  size_t scanned;            /* bytes from head already searched for scan_delim */
+  const char *scan_delim;    /* (a read parked in read_until keeps its delimiter alive) */
   size_t max_line;
   double timeout;            /* seconds per wait; negative: none */
   double born;               /* when the stream was made (rv_now()) */

@@ -25,16 +25,20 @@ static void take(lua_State *L, rv_stream *s, size_t n) {
 }
 
 /* Where the delimiter d (dlen bytes) starts in the buffer, searching from
-   where the last search stopped; -1 when it is not there yet. */
+   where the last search for d stopped; -1 when it is not there yet.  How
+   far the last search went is kept with the delimiter it was for: another
+   read of the stream (a second reader, refused as it goes to wait) must
+   not make a parked read_until skip what it has not searched. */
 static ptrdiff_t search(rv_stream *s, const char *d, size_t dlen) {
   const char *base = s->buf + s->head, *hit;
-  size_t have = buffered(s), from = s->scanned;
+  size_t have = buffered(s), from = s->scan_delim == d ? s->scanned : 0;
   if (have < dlen) return -1;
   hit = dlen == 1 ? memchr(base + from, d[0], have - from)
                   : memmem(base + from, have - from, d, dlen);
   if (hit) return hit - base;
   /* The next search starts where a delimiter could still begin. */
   s->scanned = have - (dlen - 1);
+  s->scan_delim = d;
   return -1;
 }
 
@@ -160,7 +164,7 @@ static int startread(lua_State *L, int op, lua_Integer size) {
   if (lua_gettop(L) != I_ARG) lua_settop(L, I_ARG);
   s = rvs_check(L);
   if (size > MAX_SIZE) size = MAX_SIZE;
-  s->scanned = 0;   /* what an earlier call searched was for its own delimiter */
+  s->scan_delim = NULL;   /* what an earlier call searched was for its own delimiter */
   return reading(L, s, (lua_KContext)size << OP_BITS | op);
 }
 

@@ -257,6 +257,33 @@ function TestStream.test_closing_the_socket_under_a_waiting_reader_wakes_it()
   lu.assertTrue(p[2].closed)
 end
 
+-- A second reader is refused as it goes to wait, and the search it made
+-- first must not cost the parked read_until its delimiter: with "ab"
+-- buffered, a refused read_line marked the buffer searched, and "abc"
+-- was then looked for only after "ab".
+function TestStream.test_a_refused_second_reader_leaves_the_first_its_search()
+  local p <close> = pair()
+  local got
+  reverb.spawn(function() got = { p[2]:read_until("abc") } end)
+  p[1]:write("ab")
+  reverb.sleep(0.01)
+  local err = select(2, pcall(p[2].read_line, p[2]))
+  lu.assertStrContains(tostring(err), "two tasks wait to read")
+  p[1]:write("cZZ")
+  H.within(5, function() while not got do reverb.sleep(0.001) end end)
+  lu.assertEquals(got, { "" })
+  lu.assertEquals(p[2]:read(2), "ZZ")
+end
+
+-- settimeout() is settimeout(nil), as in LuaSocket: no timeout.
+function TestStream.test_settimeout_with_no_argument_clears_it()
+  local p <close> = pair({ timeout = 0.01 })
+  H.raises("ETIMEDOUT", p[2].read_line, p[2])
+  lu.assertIs(p[2]:settimeout(), p[2])
+  reverb.spawn(function() reverb.sleep(0.05) p[1]:write("late\n") end)
+  lu.assertEquals(p[2]:read_line(), "late")
+end
+
 -- The events an epoll instance of this process (the loop's: the one
 -- that watches fd) watches fd for, as the kernel tells them in
 -- /proc/PID/fdinfo.
