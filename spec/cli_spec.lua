@@ -323,6 +323,9 @@ print("port " .. srv.port)
   -- and the prompt goes on
   repl:write("setmetatable({}, { __tostring = function() error('no words') end })\n")
   repl:write("error({})\nprint('still ' .. 'here')\n")
+  -- as lua5.4 shows them: "=expr"; an object with __tostring by its text
+  -- alone; a traceback that ends at the line typed, not in the REPL
+  repl:write("=6 * 7\nerror(setmetatable({}, { __tostring = function() return 'OBJ' end }))\n")
   lu.assertTrue(repl:close())
   local text = H.slurp(out)
   lu.assertStrContains(text, "port " .. port .. "\n")
@@ -331,6 +334,11 @@ print("port " .. srv.port)
   lu.assertStrContains(text, "(__tostring failed: ")
   lu.assertStrContains(text, "(error object is a table value)")
   lu.assertStrContains(text, "still here")
+  lu.assertStrContains(text, "\n42\n")
+  lu.assertStrContains(text, "\nOBJ\n")
+  lu.assertStrContains(text, "stdin:1: oops\nstack traceback:\n\t[C]: in function 'error'\n" ..
+                             "\tstdin:1: in main chunk\n\t[C]: in ?\n")
+  lu.assertNotStrContains(text, "repl.lua")
   os.remove(out)
 end
 

@@ -47,16 +47,21 @@ local function show(...)
   io.stdout:write(table.concat(out, "\t"), "\n")
 end
 
+-- An error at the prompt as lua5.4 shows it: an object with __tostring
+-- (reverb's error objects among them) by its text alone; anything else
+-- with the traceback of the line typed, not of the REPL running it.
 local function report(err)
-  if core.iserror(err) then return tostring(err) end
   local ok, text = pcall(tostring, err)
-  if type(err) ~= "string" and type(err) ~= "number" then   -- as lua5.4 says it
+  if type(err) ~= "string" and type(err) ~= "number" then
     local mt = getmetatable(err)   -- (a __metatable field may make it anything)
-    if not (ok and type(mt) == "table" and mt.__tostring) then
-      text = "(error object is a " .. type(err) .. " value)"
+    if ok and type(text) == "string" and type(mt) == "table" and mt.__tostring then
+      return text
     end
+    text = "(error object is a " .. type(err) .. " value)"
   end
-  return debug.traceback(text, 2)
+  local tb = debug.traceback(text, 2)
+  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+  return cut and tb:sub(1, cut) .. "\t[C]: in ?" or tb
 end
 
 local function main()
@@ -75,7 +80,8 @@ local function main()
   while true do
     local line = next_line()
     if not line then break end
-    local src = pending and pending .. "\n" .. line or line
+    -- "=expr" prints expr, as in lua5.4
+    local src = pending and pending .. "\n" .. line or line:gsub("^=", "return ", 1)
     local fn, err = load("return " .. src, "=stdin", "t", env)
     if not fn then fn, err = load(src, "=stdin", "t", env) end
     if not fn and err:match("<eof>$") then
@@ -84,11 +90,11 @@ local function main()
     else
       pending = nil
       if not fn then
-        io.stdout:write(err, "\n")
+        io.stderr:write(err, "\n")   -- errors to stderr, as lua5.4
       else
         local res = table.pack(xpcall(fn, report))
         if res[1] then show(table.unpack(res, 2, res.n))
-        else io.stdout:write(res[2], "\n") end
+        else io.stderr:write(res[2], "\n") end
       end
       prompt("> ")
     end
