@@ -30,10 +30,17 @@ static int l_now(lua_State *L) {
    it dies (a supervisor killed with SIGKILL must not leave workers). */
 static int l_fork(lua_State *L) {
   pid_t parent = getpid(), pid;
-  int tied = lua_toboolean(L, 1);
+  int tied = lua_toboolean(L, 1), err;
+  sigset_t all, old;
   fflush(NULL);   /* or both processes would flush the same buffered output */
+  /* Signals wait until the child has its own actions: until then it has
+     the parent's handlers, which would write a signal meant for the child
+     (a supervisor's TERM) to the parent's pipe, and the child would never
+     see it. */
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
   pid = fork();
-  if (pid < 0) return rv_fail(L, "fork", errno, NULL);
+  err = errno;
   if (pid == 0) {
     rv_signal_afterfork();
     if (tied) {
@@ -41,6 +48,8 @@ static int l_fork(lua_State *L) {
       if (getppid() != parent) raise(SIGTERM);   /* it died before prctl */
     }
   }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) return rv_fail(L, "fork", err, NULL);
   lua_pushinteger(L, pid);
   return 1;
 }

@@ -390,6 +390,31 @@ function TestCli.test_workers_die_with_a_killed_supervisor()
   os.remove(out)
 end
 
+-- A worker that ends within a second of its start is replaced after a
+-- pause; a TERM during that pause stops the supervisor at once. (It
+-- started the replacement anyway, which missed its TERM and was killed
+-- after two seconds, its clients never closed.)
+function TestCli.test_a_stop_during_the_restart_pause_starts_no_worker()
+  local pid, _, out, kids = serve_workers()
+  local core = require "reverb.core"
+  reverb.sleep(1.1)            -- past a second: its end is bad luck, replaced at once
+  core.kill(kids[1], "KILL")
+  H.await_output(out, "worker " .. kids[1] .. " ended")
+  local fresh
+  H.within(10, function()
+    repeat
+      for _, k in ipairs(children(pid)) do if k ~= kids[2] then fresh = k end end
+      reverb.sleep(0.01)
+    until fresh
+  end)
+  core.kill(fresh, "KILL")     -- ended within a second: the pause begins
+  H.await_output(out, "worker " .. fresh .. " ended")
+  core.kill(pid, "TERM")
+  lu.assertTrue(H.wait_exit(pid, 1), "stopped within the pause")
+  lu.assertEquals(children(pid), {})
+  os.remove(out)
+end
+
 function TestCli.test_a_dead_worker_is_restarted()
   local pid, port, out, kids = serve_workers()
   H.stop(kids[1])

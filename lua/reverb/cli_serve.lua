@@ -171,8 +171,13 @@ local function supervise(o, n)
           if not o.quiet then say("worker ", pid, " ended; starting another") end
         end
         -- ones that cannot even start must not be restarted in a tight loop
-        if quick > 0 then reverb.sleep(1) end
-        for _ = 1, #ended do start_worker() end
+        -- (a signal during the pause stops at once: none may start, only
+        -- to be killed)
+        local resume_at = reverb.now() + (quick > 0 and 1 or 0)
+        while not stopping and reverb.now() < resume_at do reverb.sleep(0.05) end
+        if not stopping then
+          for _ = 1, #ended do start_worker() end
+        end
       end
     end
   end
