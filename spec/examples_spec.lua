@@ -116,7 +116,51 @@ function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
     lu.assertStrMatches(b:read_line(), "127%.0%.0%.1:%d+: hi all")
     b:close()
     lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ left")
+    -- one that resets is gone all the same (the notice was lost with the
+    -- handler's ECONNRESET)
+    local c = H.connect("127.0.0.1", port)
+    lu.assertStrContains(c:read_line(), "1 others here")
+    lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ joined")
+    c.socket:setoption("linger", 0)
+    c:close()
+    lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ left")
     a:close()
+  end)
+  H.stop(pid)
+  os.remove(out)
+end
+
+-- A client that never reads holds nobody up: the others go on talking,
+-- and it is dropped once too far behind. (Each line was written to each
+-- client in turn by its sender's task, which then waited on the one that
+-- did not read, and so did everyone after it.)
+function TestExamples.test_chat_is_not_held_up_by_a_client_that_does_not_read()
+  local pid, out = H.start(RUN .. "chat.lua 0")
+  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  local line = string.rep("x", 1000)
+  H.within(30, function()
+    local mute <close> = H.connect("127.0.0.1", port)
+    mute.socket:setoption("rcvbuf", 4096)
+    lu.assertStrContains(mute:read_line(), "0 others here")   -- and never again
+    local a <close> = H.connect("127.0.0.1", port)
+    lu.assertStrContains(a:read_line(), "1 others here")
+    local b <close> = H.connect("127.0.0.1", port)
+    lu.assertStrContains(b:read_line(), "2 others here")
+    lu.assertStrMatches(a:read_line(), "%* 127%.0%.0%.1:%d+ joined")
+    for _ = 1, 50 do   -- 5 MB in all, b keeping up, mute never reading
+      for _ = 1, 100 do a:write(line, "\n") end
+      local got = 0
+      while got < 100 do
+        if not b:read_line():match("^%*") then got = got + 1 end
+      end
+    end
+    b:write("from b\n")
+    local heard = {}
+    repeat
+      local l = a:read_line()
+      heard[#heard + 1] = l
+    until l:match(": from b$")
+    lu.assertStrMatches(heard[1], "%* 127%.0%.0%.1:%d+ left")   -- the mute one, dropped
   end)
   H.stop(pid)
   os.remove(out)
