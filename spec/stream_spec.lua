@@ -275,6 +275,26 @@ function TestStream.test_a_refused_second_reader_leaves_the_first_its_search()
   lu.assertEquals(p[2]:read(2), "ZZ")
 end
 
+-- An error raised through a wait at top level (lua5.4 raises
+-- "interrupted!" on Ctrl-C; here a hook as the loop takes its turn)
+-- leaves the stream usable: the wait used to stay registered, and every
+-- later read was refused as a second reader.
+function TestStream.test_an_error_through_a_top_level_wait_leaves_it_usable()
+  local p <close> = pair({ timeout = 5 * H.SLOW })
+  debug.sethook(function()
+    if debug.getinfo(2, "n").name == "step" then
+      debug.sethook()
+      error("interrupted!")
+    end
+  end, "c")
+  local ok, err = pcall(p[2].read_line, p[2])
+  debug.sethook()
+  lu.assertFalse(ok)
+  lu.assertStrContains(err, "interrupted!")
+  p[1]:write("hello\n")
+  lu.assertEquals(p[2]:read_line(), "hello")
+end
+
 -- settimeout() is settimeout(nil), as in LuaSocket: no timeout.
 function TestStream.test_settimeout_with_no_argument_clears_it()
   local p <close> = pair({ timeout = 0.01 })

@@ -280,6 +280,16 @@ local function watcher_timer(w, write, who, deadline)
   return e
 end
 
+-- The top level's wait ends: if not by a wake (an error raised through
+-- it, as lua5.4's "interrupted!" on Ctrl-C), it must not stay registered,
+-- or every later wait on the socket would be refused as a second waiter
+-- and its timer would wake some other wait.
+local Unwait = { __close = function(g)
+  local q, fd, e = g[1], g[2], g[3]
+  if q[fd] == MAIN then q[fd] = nil end
+  if e and e.co == MAIN then e.co = nil end
+end }
+
 -- wait's body, for the waiters in q; `level` is where the caller of
 -- wait is, for the error message.
 local function wait_on(q, w, fd, dir, deadline, level)
@@ -292,6 +302,11 @@ local function wait_on(q, w, fd, dir, deadline, level)
     error("reverb: two tasks wait to " .. dir .. " on one socket at once", level)
   end
   q[fd] = who
+  if who == MAIN then
+    local e = deadline and watcher_timer(w, q == writers, who, deadline)
+    local _ <close> = setmetatable({ q, fd, e }, Unwait)
+    return suspend(who)
+  end
   if not deadline then return suspend(who) end
   local e = watcher_timer(w, q == writers, who, deadline)
   local r = suspend(who)
