@@ -13,13 +13,21 @@
 
 /* send_once for a task: bytes taken (counted: getstats reports what
    went out, not what was asked for), 0 when the kernel has no room; an
-   error raised, with the peer of the stream table at idx. */
-static size_t transmit(lua_State *L, int idx, rv_stream *s, const char *data, size_t len) {
+   error raised, with the peer of the stream table at idx.  A write's
+   error also says how much of it went out before (`sent`: none, when it
+   fails here; the slow write counts its own). */
+static size_t transmit(lua_State *L, int idx, rv_stream *s, const char *data, size_t len,
+                       int writing) {
   ssize_t n = send_once(s, data, len);
   if (n < 0) {
     if (!wouldblock(n)) {
       lua_getfield(L, idx, "peer");
-      rv_fail(L, "send", (int)-n, lua_tostring(L, -1));
+      rv_pusherror(L, "send", (int)-n, lua_tostring(L, -1));
+      if (writing) {
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "sent");
+      }
+      lua_error(L);
     }
     n = 0;
   }
@@ -57,7 +65,7 @@ static int s_write(lua_State *L) {
   }
   if (s->sock->fd < 0) return rvs_fail(L, "write", EBADF, "socket is closed");
   if (!s->wlock && s->wready) {
-    sent = len ? transmit(L, I_SELF, s, data, len) : 0;
+    sent = len ? transmit(L, I_SELF, s, data, len, 1) : 0;
     if (sent == len) {
       lua_settop(L, I_SELF);
       return 1;
@@ -85,7 +93,7 @@ static int s_send(lua_State *L) {
   } else if (!s->wready) {
     luaL_pushfail(L);
   } else {
-    size_t sent = transmit(L, 1, s, data + i - 1, len - (size_t)i + 1);
+    size_t sent = transmit(L, 1, s, data + i - 1, len - (size_t)i + 1, 1);
     if (sent) lua_pushinteger(L, (lua_Integer)sent);
     else luaL_pushfail(L);
   }
@@ -147,7 +155,7 @@ static void forward(lua_State *L, rv_stream *d, const char *data, size_t len) {
   size_t sent = 0;
   if (d->sock->fd < 0) rvs_failat(L, P_DST, "write", EBADF, "socket is closed");
   if (!d->wlock && d->wready) {
-    sent = transmit(L, P_DST, d, data, len);
+    sent = transmit(L, P_DST, d, data, len, 0);
     if (sent == len) return;
   }
   lua_pushvalue(L, lua_upvalueindex(UV_SLOW));

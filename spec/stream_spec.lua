@@ -295,6 +295,30 @@ function TestStream.test_an_error_through_a_top_level_wait_leaves_it_usable()
   lu.assertEquals(p[2]:read_line(), "hello")
 end
 
+-- A write that fails part-way says how much of it went out (err.sent),
+-- as LuaSocket's send tells its last index: the rest can be sent again
+-- without sending anything twice.
+function TestStream.test_a_failed_write_says_how_much_went_out()
+  local p <close> = pair({ timeout = 0.05 })
+  local parts = {}
+  for i = 1, 200000 do parts[i] = string.format("%09d\n", i) end
+  local data = table.concat(parts)   -- 2 MB, every line different
+  local err = H.raises("ETIMEDOUT", p[1].write, p[1], data)
+  lu.assertTrue(err.sent > 0 and err.sent < #data, "sent " .. tostring(err.sent))
+  local got = {}
+  reverb.spawn(function() got[#got + 1] = p[2]:read(#data) end)
+  p[1]:settimeout(5 * H.SLOW)
+  p[1]:write(data:sub(err.sent + 1))
+  H.within(5, function() while not got[1] do reverb.sleep(0.001) end end)
+  lu.assertTrue(got[1] == data, "every byte once, in order")
+  -- one that fails at once sent nothing
+  p[2].socket:setoption("linger", 0)
+  p[2]:close()
+  local gone = select(2, pcall(function() for _ = 1, 100 do p[1]:write("x") end end))
+  lu.assertTrue(core.iserror(gone), tostring(gone))
+  lu.assertEquals(gone.sent, 0)
+end
+
 -- settimeout() is settimeout(nil), as in LuaSocket: no timeout.
 function TestStream.test_settimeout_with_no_argument_clears_it()
   local p <close> = pair({ timeout = 0.01 })

@@ -15,6 +15,7 @@
 -- interleave and a slow reader slows its writers instead of growing a
 -- buffer.
 
+local core = require "reverb.core"
 local loop = require "reverb.loop"
 
 local remove = table.remove
@@ -25,16 +26,18 @@ Stream.__index = Stream
 
 local C   -- the C half, bound to the loop below
 
--- Sends data from index i on, waiting for room as needed.
+-- Sends data from index i on, waiting for room as needed; on a failure
+-- (a reset, a timeout), the error and the index it got to.
 local function send_from(self, data, i)
   local len = #data
   while i <= len do
-    local sent = C.send(self, data, i)
-    if sent then
+    local ok, sent = pcall(C.send, self, data, i)
+    if ok and sent then
       i = i + sent
-    else
-      C.wait_writable(self)
+    elseif ok then
+      ok, sent = pcall(C.wait_writable, self)
     end
+    if not ok then return sent, i end
   end
 end
 
@@ -58,9 +61,14 @@ local function slow_write(self, data, i)
     q[#q + 1] = who
     loop.park(who)      -- woken by release(), with the lock handed over
   end
-  local ok, err = pcall(send_from, self, data, i)
+  local err, at = send_from(self, data, i)
   release(self)
-  if not ok then error(err, 0) end
+  if err then
+    -- as LuaSocket tells where a send stopped: the bytes of this write
+    -- that went out, so that a retry sends only the rest
+    if core.iserror(err) then err.sent = at - 1 end
+    error(err, 0)
+  end
   return self
 end
 
