@@ -205,9 +205,12 @@ function M.path(cmd, v)
   return v
 end
 
---- The environment scripts and the REPL run in: globals plus `reverb`.
+--- The environment scripts and the REPL run in: the globals, as under
+-- lua5.4 (what a script sets, the modules it requires see), with
+-- `reverb` among them.
 function M.env()
-  return setmetatable({ reverb = require "reverb" }, { __index = _G })
+  _G.reverb = require "reverb"
+  return _G
 end
 
 --- Loads a script file; a missing or broken file is a runtime failure
