@@ -528,7 +528,8 @@ end
 -- A script's globals are the globals, as under lua5.4: _G has them, and
 -- so does code it loads (they went to a table of their own).
 function TestCli.test_a_scripts_globals_are_the_globals()
-  local script = H.file("answer = 42\nprint(_G.answer, load('return answer')(), _G.reverb ~= nil)\n")
+  local script = H.file("answer = 42\n" ..
+                        "print(_G.answer, load('return answer')(), _G.reverb ~= nil)\n")
   local out, status = H.sh(R .. " run " .. script)
   lu.assertEquals(status, 0)
   lu.assertEquals(out, "42\t42\ttrue\n")
