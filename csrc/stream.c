@@ -146,6 +146,7 @@ int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   h.self = (uintptr_t)lua_topointer(L, I_SELF);
   h.relay = (uintptr_t)relay;
   s->parked_fd = fd;
+  s->streak = 0;
   rv_sched_hint(s->sched, fd, &h);
   lua_pushthread(L);
   lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
@@ -153,14 +154,27 @@ int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   return 1;
 }
 
-void rvs_call_wait(lua_State *L, const rv_stream *s, int write, lua_KContext ctx,
+void rvs_call_wait(lua_State *L, rv_stream *s, int write, lua_KContext ctx,
                       lua_KFunction k) {
+  s->streak = 0;
   lua_pushvalue(L, lua_upvalueindex(UV_WAIT));
   lua_pushvalue(L, I_SELF);
   lua_pushstring(L, write ? "write" : "read");
   if (s->timeout >= 0) lua_pushnumber(L, rv_now() + s->timeout);
   else lua_pushnil(L);
   lua_callk(L, 3, 1, ctx, k);
+}
+
+/* Lets the rest of the loop have a turn before a call goes on (loop.lua's
+   pause, which wakes it with true): after STREAK reads and writes in a
+   row that did not wait (or PIPE_STREAK receives in pipe), a connection
+   that never runs dry (a client flooding, pipelined requests, a big
+   transfer) would otherwise keep the loop, its other clients and its
+   timers waiting until it does. */
+void rvs_call_pause(lua_State *L, rv_stream *s, lua_KContext ctx, lua_KFunction k) {
+  s->streak = 0;
+  lua_pushvalue(L, lua_upvalueindex(UV_PAUSE));
+  lua_callk(L, 0, 1, ctx, k);
 }
 
 /* Takes the wake value off the top: ready, or raise what went wrong. */
@@ -311,15 +325,17 @@ static const luaL_Reg funcs[] = {
   { NULL, NULL }
 };
 
-/* streams(readers, wait, slow_write) -> the stream's functions, bound to
-   this loop: its scheduler and state metatable (this closure's
-   upvalues), its readers table and wait, and stream.lua's slow write. */
+/* streams(readers, wait, slow_write, pause) -> the stream's functions,
+   bound to this loop: its scheduler and state metatable (this closure's
+   upvalues), its readers table, wait and pause, and stream.lua's slow
+   write. */
 int rv_stream_api(lua_State *L) {
   const luaL_Reg *const lists[] = { rv_stream_reads, rv_stream_writes, funcs };
   int api, up;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_newtable(L);
   api = lua_gettop(L);
   lua_pushvalue(L, lua_upvalueindex(1));   /* UV_SCHED */
@@ -328,6 +344,7 @@ int rv_stream_api(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
   lua_newuserdatauv(L, SCRATCH, 0);
   for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
     for (const luaL_Reg *f = lists[k]; f->name != NULL; f++) {

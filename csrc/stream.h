@@ -14,6 +14,8 @@
 #define SCRATCH (256 * 1024)     /* the most one recv asks for */
 #define KEEP (64 * 1024)         /* an emptied buffer larger than this is freed */
 #define MAX_LINE 65536           /* read_line's default limit */
+#define STREAK 64                /* reads and writes in a row without a wait before a pause */
+#define PIPE_STREAK 16           /* pipe's receives in a row without a wait before a pause */
 
 typedef struct rv_stream {
   const char *tag;           /* marks a stream state (see rvs_tostate) */
@@ -32,10 +34,11 @@ typedef struct rv_stream {
   int rerr, werr;            /* a recv's or a send's errno that the loop's relay met,
                                 raised by this stream's next receive or send */
   unsigned char rready, hup, eof, wready, wlock;
+  unsigned char streak;      /* calls that did not wait since the last wait (rvs_call_pause) */
 } rv_stream;
 
 /* The upvalues of every stream function (see rv_stream_api). */
-enum { UV_SCHED = 1, UV_MT, UV_READERS, UV_WAIT, UV_SLOW, UV_SCRATCH, NUV = UV_SCRATCH };
+enum { UV_SCHED = 1, UV_MT, UV_READERS, UV_WAIT, UV_SLOW, UV_PAUSE, UV_SCRATCH, NUV = UV_SCRATCH };
 
 /* A read's stack: self, its argument, the state userdata; in a
    continuation, the wake value above them. */
@@ -100,8 +103,9 @@ RV_HIDDEN rv_stream *rvs_check(lua_State *L);
 RV_HIDDEN void rvs_append(lua_State *L, rv_stream *s, const char *data, size_t n);
 RV_HIDDEN void rvs_consume(rv_stream *s, size_t n);
 RV_HIDDEN int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay);
-RV_HIDDEN void rvs_call_wait(lua_State *L, const rv_stream *s, int write, lua_KContext ctx,
+RV_HIDDEN void rvs_call_wait(lua_State *L, rv_stream *s, int write, lua_KContext ctx,
                              lua_KFunction k);
+RV_HIDDEN void rvs_call_pause(lua_State *L, rv_stream *s, lua_KContext ctx, lua_KFunction k);
 RV_HIDDEN void rvs_woken(lua_State *L, rv_stream *s, int write, const char *op);
 
 /* stream_read.c, stream_write.c: their methods, and the receive pipe shares */

@@ -43,6 +43,15 @@ static int writek(lua_State *L, int status, lua_KContext ctx) {
   return 1;   /* what the slow path returned: the stream */
 }
 
+static int writing(lua_State *L, rv_stream *s, int n);
+
+/* A write resumed after its pause: the pause's value off, then on. */
+static int write_pausedk(lua_State *L, int status, lua_KContext n) {
+  (void)status;
+  lua_settop(L, (int)n + 2);   /* self, the n arguments, the state */
+  return writing(L, (rv_stream *)lua_touserdata(L, -1), (int)n);
+}
+
 /* write(...) -> the stream, once every argument (strings or numbers) is
    sent.  The kernel usually takes it all at once; when it does not, or
    another writer holds the stream, the Lua slow path waits its turn and
@@ -50,6 +59,15 @@ static int writek(lua_State *L, int status, lua_KContext ctx) {
 static int s_write(lua_State *L) {
   int n = lua_gettop(L) - 1;
   rv_stream *s = rvs_check(L);
+  if (++s->streak > STREAK) {   /* a turn for the rest of the loop first */
+    rvs_call_pause(L, s, n, write_pausedk);
+    lua_pop(L, 1);
+  }
+  return writing(L, s, n);
+}
+
+/* write's body: the stack holds self, the n arguments and the state. */
+static int writing(lua_State *L, rv_stream *s, int n) {
   size_t len, sent = 0;
   /* One string (or number): the usual call, checked and read at once. */
   const char *data = n == 1 ? lua_tolstring(L, 2, &len) : NULL;
@@ -189,6 +207,11 @@ static int piping(lua_State *L) {
     if (!s->rready) {
       if (rvs_park(L, s, d)) return lua_yieldk(L, 1, 0, pipe_readk);
       rvs_call_wait(L, s, 0, 0, pipe_readk);
+      rvs_woken(L, s, 0, "pipe");
+      continue;
+    }
+    if (++s->streak > PIPE_STREAK) {   /* (see rvs_call_pause) */
+      rvs_call_pause(L, s, 0, pipe_readk);
       rvs_woken(L, s, 0, "pipe");
       continue;
     }

@@ -149,7 +149,7 @@ function TestMisuse.test_a_stream_outlives_its_scheduler()
   a:setblocking(false)
   local state = (function()
     local sched = core.scheduler()
-    return sched.streams({}, print, print).new(a)
+    return sched.streams({}, print, print, print).new(a)
   end)()
   collectgarbage()
   collectgarbage()
@@ -167,7 +167,7 @@ end
 -- given another C closure (string.gmatch's iterator), it replaced that
 -- one's state and the next call crashed.
 function TestMisuse.test_rebind_touches_only_its_own_functions()
-  local api = core.scheduler().streams({}, print, print)
+  local api = core.scheduler().streams({}, print, print, print)
   local it = string.gmatch("abc", ".")
   api.rebind({ it, print, function() end }, {})
   lu.assertEquals(it(), "a")
@@ -180,7 +180,7 @@ end
 function TestMisuse.test_a_parked_read_resumed_by_hand()
   local sched = core.scheduler()
   local readers = {}
-  local api = sched.streams(readers, function() return false end, print)
+  local api = sched.streams(readers, function() return false end, print, print)
   local a, b = core.socketpair()
   a:setblocking(false)
   local state = { api.new(a) }

@@ -443,4 +443,28 @@ function TestServer.test_an_option_of_the_stream_is_not_passed_to_connections()
   lu.assertEquals(srv.logged, {})
 end
 
+-- A client that never runs dry does not keep the loop from the others:
+-- a task whose reads and writes keep completing without a wait pauses
+-- for a turn of the loop every few dozen. (The flood's handler read line
+-- after line from its buffer, refilled by full receives, and nobody else
+-- was answered, no timer fired, until it stopped: here, after 5 million
+-- lines, when it closes the flood, which ends its sender.)
+function TestServer.test_a_flooding_client_does_not_starve_the_others()
+  local flooded = 0
+  local srv <close> = reverb.serve(0, function(conn)
+    if conn:read_line() ~= "flood" then return conn:write("pong\n") end
+    for _ in conn:lines() do
+      flooded = flooded + 1
+      if flooded >= 5e6 then return end
+    end
+  end)
+  local pid = H.start("(echo flood; exec yes) | exec socat -u - TCP:127.0.0.1:" .. srv.port)
+  H.within(10, function() while flooded < 1e5 do reverb.sleep(0.001) end end)
+  local c <close> = H.connect("127.0.0.1", srv.port, { timeout = 5 * H.SLOW })
+  c:write("ping\n")
+  lu.assertEquals(c:read_line(), "pong")
+  lu.assertTrue(flooded < 5e6 and H.alive(pid), "answered while the flood went on")
+  H.stop(pid)
+end
+
 return { TestServer = TestServer }

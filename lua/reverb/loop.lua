@@ -336,8 +336,23 @@ M.park = suspend
 --- The C half of reverb.stream (csrc/stream.c) bound to this loop: its
 -- reads park on `readers` as wait() does, and wait with a deadline or at
 -- top level through wait() itself.
+-- Lets the rest of the loop have a turn before the running code goes on
+-- (streams call it after many receives in a row that found data: see
+-- csrc/stream.c). Returns true, as a wake does.
+local function pause()
+  local who = current()
+  if who ~= MAIN then
+    enqueue(who, true)
+    return yield(WAIT)
+  end
+  main_woken = true   -- a turn that polls but does not wait
+  step()
+  main_woken = false
+  return true
+end
+
 function M.streams(slow_write)
-  streams_api = sched.streams(readers, M.wait, slow_write)
+  streams_api = sched.streams(readers, M.wait, slow_write, pause)
   return streams_api
 end
 
