@@ -140,6 +140,33 @@ function TestCli.test_send_echoes_stdin_larger_than_the_socket_buffers()
   os.remove(out)
 end
 
+-- send ends when the peer resets, even while stdin goes on, and says so
+-- (it waited for the end of stdin, then reported shutdown's ENOTCONN); a
+-- reply that comes within --timeout after the end of stdin is printed,
+-- however long stdin took (the reader's wait had begun before).
+function TestCli.test_send_ends_on_a_reset_and_waits_its_timeout_after_stdin()
+  local script = H.file([[
+return function(conn)
+  if conn:read(3) == "rst" then
+    conn.socket:setoption("linger", 0)
+    return conn:close()
+  end
+  conn:read_all()
+  reverb.sleep(0.5)
+  conn:write("late reply\n")
+end]], ".lua")
+  local pid, port, out = serve("0 " .. script)
+  local reply, status = H.sh("(printf rst; sleep 2) | " .. R .. " send 127.0.0.1 " .. port)
+  lu.assertEquals(status, 1)
+  lu.assertStrMatches(reply, "reverb: [a-z_]+ 127%.0%.0%.1:%d+: Connection reset by peer\n")
+  reply, status = H.sh("(printf abc; sleep 0.8) | " .. R .. " send 127.0.0.1 " .. port ..
+                       " --timeout 1")
+  lu.assertEquals({ reply, status }, { "late reply\n", 0 })
+  H.stop(pid)
+  os.remove(script)
+  os.remove(out)
+end
+
 -- A server that answers before it has read everything, then closes (an
 -- upload refused): send prints the answer, then reports that the rest of
 -- stdin was cut off, and fails.

@@ -11,8 +11,9 @@ local core = require "reverb.core"
 local cli = require "reverb.cli"
 local stdio = require "reverb.stdio"
 
--- How a peer that closed or reset shows in a write.
-local PEER_GONE = { EPIPE = true, ECONNRESET = true }
+-- How a peer that closed or reset shows in a write (and in the shutdown
+-- after it: ENOTCONN).
+local PEER_GONE = { EPIPE = true, ECONNRESET = true, ENOTCONN = true }
 
 local ESC = { ["\r"] = "\\r", ["\n"] = "\\n", ["\t"] = "\\t", ["\\"] = "\\\\" }
 
@@ -156,8 +157,11 @@ local function send(args)
   -- must be read while the rest of stdin still goes out. A peer that
   -- stops reading and answers early (a server's "413 too big", then
   -- close) makes the writes fail: its reply is still printed, then that
-  -- failure is reported. The command ends when both directions have.
-  local cut_off, reset, sent
+  -- failure is reported. The command ends when both directions have, or
+  -- S seconds after the reply ended while stdin still runs (the peer may
+  -- read on after its half-close, or be gone: only a write would tell),
+  -- or at once when the peer resets.
+  local cut_off, reset, sent_at
   run_tasks(function()
     local ok, err = pcall(function()
       if message then conn:write(message) else pump_stdin(function(d) conn:write(d) end) end
@@ -167,7 +171,7 @@ local function send(args)
       if not (core.iserror(err) and PEER_GONE[err.code]) then error(err, 0) end
       cut_off = err
     end
-    sent = true
+    sent_at = core.now()
   end, function()
     while true do
       local ok, data = pcall(conn.read_some, conn)
@@ -176,13 +180,28 @@ local function send(args)
         stdio.write(data)
       elseif core.iserror(data) and PEER_GONE[data.code] then
         reset = data   -- reported below (the writes' own failure first)
-        break
+        return reverb.stop()
       elseif not (core.iserror(data) and data.code == "ETIMEDOUT") then
         error(data, 0)
-      elseif sent then
-        break          -- no more reply within the timeout once all was sent
+      elseif sent_at then
+        -- silent for S seconds once all was sent: done (a wait that began
+        -- before then gets the rest of its S)
+        local left = sent_at + timeout - core.now()
+        if left <= 0 then break end
+        conn:settimeout(left)
       end
     end
+    -- The reply ended before the writes did: they go on while bytes move
+    -- (a server may read on after its half-close); S seconds without one
+    -- going out, and the peer is taken for gone.
+    local _, last = conn:getstats()
+    local give_up = core.now() + timeout
+    while not sent_at and core.now() < give_up do
+      reverb.sleep(0.01)
+      local _, out = conn:getstats()
+      if out ~= last then last, give_up = out, core.now() + timeout end
+    end
+    if not sent_at then reverb.stop() end
   end)
   if cut_off or reset then error(cut_off or reset, 0) end
   return 0
