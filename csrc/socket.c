@@ -210,6 +210,7 @@ static int sock_gc(lua_State *L) {
    the descriptor. */
 static int sock_close(lua_State *L) {
   luaL_checkudata(L, 1, RV_SOCKET);
+  lua_settop(L, 1);   /* __close passes the error too; close(x) an x */
   if (lua_getiuservalue(L, 1, 1) != LUA_TNIL) {
     lua_pushnil(L);
     lua_setiuservalue(L, 1, 1);

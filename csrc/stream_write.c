@@ -11,6 +11,22 @@
 
 #include "stream.h"
 
+/* A write's error, with the peer of the stream table at idx, its own
+   message (or strerror's) and how much of this write went out before it
+   (sent: LuaSocket tells its last index). */
+static int write_failed(lua_State *L, int idx, const char *op, int err, const char *message,
+                        size_t sent) {
+  lua_getfield(L, idx, "peer");
+  rv_pusherror(L, op, err, lua_tostring(L, -1));
+  if (message != NULL) {
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+  }
+  lua_pushinteger(L, (lua_Integer)sent);
+  lua_setfield(L, -2, "sent");
+  return lua_error(L);
+}
+
 /* send_once for a task: bytes taken (counted: getstats reports what
    went out, not what was asked for), 0 when the kernel has no room; an
    error raised, with the peer of the stream table at idx.  A write's
@@ -21,13 +37,9 @@ static size_t transmit(lua_State *L, int idx, rv_stream *s, const char *data, si
   ssize_t n = send_once(s, data, len);
   if (n < 0) {
     if (!wouldblock(n)) {
+      if (writing) write_failed(L, idx, "send", (int)-n, NULL, 0);
       lua_getfield(L, idx, "peer");
-      rv_pusherror(L, "send", (int)-n, lua_tostring(L, -1));
-      if (writing) {
-        lua_pushinteger(L, 0);
-        lua_setfield(L, -2, "sent");
-      }
-      lua_error(L);
+      rv_fail(L, "send", (int)-n, lua_tostring(L, -1));
     }
     n = 0;
   }
@@ -81,7 +93,7 @@ static int writing(lua_State *L, rv_stream *s, int n) {
     lua_concat(L, n);
     data = lua_tolstring(L, 2, &len);
   }
-  if (s->sock->fd < 0) return rvs_fail(L, "write", EBADF, "socket is closed");
+  if (s->sock->fd < 0) return write_failed(L, I_SELF, "write", EBADF, "socket is closed", 0);
   if (!s->wlock && s->wready) {
     sent = len ? transmit(L, I_SELF, s, data, len, 1) : 0;
     if (sent == len) {

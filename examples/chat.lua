@@ -5,32 +5,40 @@
 --
 -- Each client's lines go out through an outbox of its own, emptied by a
 -- task of its own: a client that stops reading fills its outbox, not the
--- sender's time, and one that falls too far behind is disconnected.
+-- sender's time, and one whose outbox grows too long while a write to it
+-- waits is disconnected.
 --
 -- Run:   bin/reverb run examples/chat.lua [PORT]      (default 8080; 0: any free port)
 -- Try:   nc 127.0.0.1 8080   in two or three terminals, and type.
 local reverb = require "reverb"
 
 local port = tonumber(arg and arg[1]) or 8080
-local BEHIND = 1000   -- lines waiting for a client before it is dropped
+local BEHIND = 1000   -- lines queued behind a write that waits: the client is dropped
 
-local outbox = {}   -- conn -> the lines not yet written to it
+local outbox = {}   -- conn -> { lines not yet written, writing = its task runs,
+                    --          waiting = that task's write waits for room }
 
 local function send(conn, text)
   local box = outbox[conn]
   if not box then return end
-  if #box >= BEHIND then   -- not reading: dropped (its handler sees the close)
+  if box.waiting and #box >= BEHIND then   -- not reading: dropped (its handler sees it)
     outbox[conn] = nil
     conn:close()
     return
   end
   box[#box + 1] = text
-  if #box > 1 then return end   -- the task writing the first one writes this too
+  if box.writing then return end   -- its task writes this one too
+  box.writing = true
   reverb.spawn(function()
-    while box[1] do
-      if not pcall(conn.write, conn, box[1]) then return end   -- gone: on_close tells
-      table.remove(box, 1)
+    while box[1] do   -- all that is queued, in one write
+      local lines = table.concat(box)
+      for i = #box, 1, -1 do box[i] = nil end
+      box.waiting = true    -- (seen by others only if the write has to wait)
+      local ok = pcall(conn.write, conn, lines)
+      box.waiting = false
+      if not ok then return end   -- gone: on_close tells
     end
+    box.writing = false
   end)
 end
 

@@ -191,6 +191,18 @@ function TestSocket.test_an_owned_socket_closes_through_its_owner()
   t:close()
   lu.assertEquals(calls, 1, "setowner(nil) disowns")
   lu.assertErrorMsgContains("table expected", t.setowner, t, 5)
+  -- through <close> (which passes an error value too) and close(x) alike
+  for _, how in ipairs { "close", "tbc" } do
+    local v = core.socket()
+    local closed = 0
+    v:setowner({ close = function() closed = closed + 1 v:close() end })
+    if how == "close" then
+      v:close(true)
+    else
+      local _ <close> = v
+    end
+    lu.assertEquals({ how, closed, tostring(v) }, { how, 1, "reverb.socket: closed" })
+  end
   local u = core.socket()
   u:setowner({})   -- an owner with no close: the socket closes all the same
   lu.assertTrue(u:close())

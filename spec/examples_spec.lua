@@ -130,6 +130,24 @@ function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
   os.remove(out)
 end
 
+-- A burst of lines from one client reaches a client that reads, however
+-- long (clients were dropped 1,000 lines behind, reading or not, while the
+-- sender's task had the loop).
+function TestExamples.test_chat_delivers_a_burst_to_a_reader()
+  local pid, out = H.start(RUN .. "chat.lua 0")
+  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  H.within(30, function()
+    local a <close> = H.connect("127.0.0.1", port)
+    lu.assertStrContains(a:read_line(), "0 others here")
+    local b <close> = H.connect("127.0.0.1", port)
+    lu.assertStrContains(b:read_line(), "1 others here")
+    a:write(string.rep("burst\n", 3000))
+    for _ = 1, 3000 do lu.assertStrMatches(b:read_line(), "127%.0%.0%.1:%d+: burst") end
+  end)
+  H.stop(pid)
+  os.remove(out)
+end
+
 -- A client that never reads holds nobody up: the others go on talking,
 -- and it is dropped once too far behind. (Each line was written to each
 -- client in turn by its sender's task, which then waited on the one that

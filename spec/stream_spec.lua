@@ -311,7 +311,11 @@ function TestStream.test_a_failed_write_says_how_much_went_out()
   p[1]:write(data:sub(err.sent + 1))
   H.within(5, function() while not got[1] do reverb.sleep(0.001) end end)
   lu.assertTrue(got[1] == data, "every byte once, in order")
-  -- one that fails at once sent nothing
+  -- one on a closed stream, or that fails at once, sent nothing
+  local q = pair()
+  q[1]:close()
+  lu.assertEquals(H.raises("EBADF", q[1].write, q[1], "x").sent, 0)
+  q[2]:close()
   p[2].socket:setoption("linger", 0)
   p[2]:close()
   local gone = select(2, pcall(function() for _ = 1, 100 do p[1]:write("x") end end))
@@ -364,6 +368,15 @@ function TestStream.test_a_socket_is_armed_for_writing_only_while_a_writer_waits
   lu.assertEquals(epoll_mask(fd) & EPOLLOUT, EPOLLOUT)
   lu.assertEquals(#p[2]:read(#big), #big)
   H.within(5, function() while not wrote do reverb.sleep(0.001) end end)
+  lu.assertEquals(epoll_mask(fd) & EPOLLOUT, 0)
+  -- and when the wait ends in an error: here, one from a plain coroutine
+  -- inside the task, which cannot wait
+  local failed
+  reverb.spawn(function()
+    failed = select(2, pcall(coroutine.wrap(function() p[1]:write(big) end)))
+  end)
+  H.within(5, function() while not failed do reverb.sleep(0.001) end end)
+  lu.assertStrContains(tostring(failed), "cannot wait here")
   lu.assertEquals(epoll_mask(fd) & EPOLLOUT, 0)
 end
 

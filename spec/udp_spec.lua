@@ -124,6 +124,8 @@ function TestUdp.test_an_unbound_socket_of_the_inet6_family()
   local b <close> = H.udp { family = "inet6" }
   b:sendto("unbound", "::1", a.port)
   lu.assertEquals((a:recvfrom()), "unbound")
+  local c <close> = H.udp { family = "inet6", port = 0 }   -- bound: to ::1
+  lu.assertEquals(c.host, "::1")
   local v4 <close> = H.udp()
   lu.assertTrue(core.iserror(select(2, pcall(v4.sendto, v4, "x", "::1", a.port))))
   lu.assertErrorMsgContains([[(family: "inet" or "inet6" expected, got "unix")]],

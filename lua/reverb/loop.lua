@@ -314,6 +314,11 @@ local function wait_on(q, w, fd, dir, deadline, level)
   return r
 end
 
+local READS_ONLY = { __close = function(g)
+  local w, fd = g[1], g[2]
+  if w.fd == fd then poller:mod(fd, "edge") end
+end }
+
 --- Waits until watcher w is ready to "read" or to "write". Returns true
 -- when ready, false when the deadline passed, or "closed" when the
 -- watcher is closed (or was closed meanwhile).
@@ -321,13 +326,12 @@ function M.wait(w, dir, deadline)
   local fd = w.fd
   if not fd then return "closed" end
   if dir ~= "write" then return wait_on(readers, w, fd, dir, deadline, 3) end
-  -- A socket is armed for writing only while a writer waits: otherwise
-  -- every later event would say "writable" too, and dispatch relays a
-  -- pipe's bytes only for a plain "readable" (sched.c).
+  -- A socket is armed for writing only while a writer waits, however the
+  -- wait ends: otherwise every later event would say "writable" too, and
+  -- dispatch relays a pipe's bytes only for a plain "readable" (sched.c).
   poller:mod(fd, "edge+write")
-  local r = wait_on(writers, w, fd, dir, deadline, 4)
-  if w.fd == fd then poller:mod(fd, "edge") end
-  return r
+  local _ <close> = setmetatable({ w, fd }, READS_ONLY)
+  return wait_on(writers, w, fd, dir, deadline, 4)
 end
 
 --- Parks waiter `who` (from current()) until something calls wake(who).

@@ -99,9 +99,10 @@ Udp.__close = Udp.close
 local FAMILIES = { inet = true, inet6 = true }
 
 --- udp([host, port]) or udp{host=, port=, unix=path, family=}: bound when
--- given (port 0: any free port). The family is the host's ("inet6" for
--- an address with colons), else opts.family, else "inet": an unbound
--- socket that will send to IPv6 addresses needs family = "inet6".
+-- given (port 0: any free port; the host, by default, the family's
+-- loopback). The family is the host's ("inet6" for an address with
+-- colons), else opts.family, else "inet": an unbound socket that will
+-- send to IPv6 addresses needs family = "inet6".
 local function udp(host, port)
   local opts = type(host) == "table" and host or { host = host, port = port }
   for _, k in ipairs { "host", "unix", "family" } do
@@ -129,7 +130,7 @@ local function udp(host, port)
     if opts.unix then
       sock:bind(opts.unix)
     elseif opts.host or opts.port then
-      sock:bind(opts.host or "127.0.0.1", opts.port or 0)
+      sock:bind(opts.host or (family == "inet6" and "::1" or "127.0.0.1"), opts.port or 0)
     end
     sock:setblocking(false)
   end)
