@@ -28,6 +28,13 @@ function TestClient.test_an_ipv6_peer_is_written_in_brackets()
   lu.assertEquals(c:read_line(), "six")
 end
 
+-- A port given as a string, as serve and bind take it (port = arg[1]).
+function TestClient.test_a_port_may_be_a_numeral()
+  local srv <close> = reverb.serve(0, echo_lines)
+  local c <close> = H.connect("127.0.0.1", tostring(srv.port))
+  lu.assertEquals(c.peer, "127.0.0.1:" .. srv.port)
+end
+
 function TestClient.test_connect_inside_a_task()
   local srv <close> = reverb.serve(0, echo_lines)
   local got = H.within(5, function()
@@ -85,7 +92,8 @@ end
 
 function TestClient.test_bad_arguments()
   lu.assertErrorMsgContains("string expected", reverb.connect, 42, 80)
-  lu.assertErrorMsgContains("port 0-65535 expected, got string", reverb.connect, "127.0.0.1", "80")
+  lu.assertErrorMsgContains("port 0-65535 expected, got string",
+    reverb.connect, "127.0.0.1", "http")
   lu.assertErrorMsgContains("port 0-65535 expected, got 70000", reverb.connect, "127.0.0.1", 70000)
   lu.assertErrorMsgContains("bad argument #3 to 'connect' (timeout: non-negative number",
     reverb.connect, "127.0.0.1", 80, { timeout = "soon" })

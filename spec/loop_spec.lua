@@ -53,6 +53,23 @@ function TestLoop.test_sleep_waits_at_least_its_time()
   lu.assertTrue(reverb.now() - t0 >= 0.02)
 end
 
+-- A sleep at top level that ends in an error (lua5.4's "interrupted!";
+-- here a hook as the loop takes its turn) leaves no timer to wake a later
+-- wait: a read with no timeout was told it timed out when it came due.
+function TestLoop.test_an_interrupted_top_level_sleep_wakes_nothing_later()
+  debug.sethook(function()
+    if debug.getinfo(2, "n").name == "step" then
+      debug.sethook()
+      error("interrupted!")
+    end
+  end, "c")
+  lu.assertFalse(pcall(reverb.sleep, 0.05))
+  debug.sethook()
+  local p <close> = H.stream_pair()
+  reverb.spawn(function() reverb.sleep(0.1) p[1]:write("later\n") end)
+  lu.assertEquals(p[2]:read_line(), "later")
+end
+
 function TestLoop.test_top_level_sleep_keeps_tasks_running()
   local ticks = 0
   reverb.spawn(function()

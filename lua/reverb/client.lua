@@ -44,10 +44,12 @@ local function connect(host, port, opts)
     if type(host) ~= "string" then
       error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
     end
-    if math.type(port) ~= "integer" or port < 0 or port > 65535 then
+    local n = math.tointeger(tonumber(port))   -- "8080" too, as serve and bind take it
+    if not n or n < 0 or n > 65535 then
       error("bad argument #2 to 'connect' (port 0-65535 expected, got " ..
-        (math.type(port) == "integer" and port or type(port)) .. ")", 2)
+        (type(port) == "number" and port or type(port)) .. ")", 2)
     end
+    port = n
     family = host:find(":", 1, true) and "inet6" or "inet"
     peer = hostport(host, port)
   end

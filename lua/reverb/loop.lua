@@ -263,7 +263,9 @@ end
 -- timeout costs one heap entry per direction, not one per read, however
 -- fast it reads.
 local function add_timer(t, co)
-  heap.push(timers, { t = t, co = co })
+  local e = { t = t, co = co }
+  heap.push(timers, e)
+  return e
 end
 
 local function watcher_timer(w, write, who, deadline)
@@ -454,12 +456,17 @@ function M.close(w)
   return true
 end
 
+local FORGET_TIMER = { __close = function(g) g[1].co = nil end }
+
 function M.sleep(seconds)
   if type(seconds) ~= "number" then
     error("bad argument #1 to 'sleep' (number expected, got " .. type(seconds) .. ")", 2)
   end
   local who = current()
-  add_timer(now() + (seconds > 0 and seconds or 0), who)
+  local e = add_timer(now() + (seconds > 0 and seconds or 0), who)
+  -- at top level, one ended by an error (lua5.4's "interrupted!") must
+  -- not wake a later wait when its time comes
+  local _ <close> = who == MAIN and setmetatable({ e }, FORGET_TIMER) or nil
   suspend(who)
 end
 
