@@ -137,12 +137,24 @@ static void settle(lua_State *L, lua_State *co, int status, int nres) {
   lua_call(L, lua_gettop(L) - A_WAITER - 1, 0);
 }
 
-/* Resumes the task co (at A_WAITER) with true: its descriptor is ready. */
-static void wake(lua_State *L, sched *S, lua_State *co) {
+/* Resumes the task co (at A_WAITER) with true: its descriptor is ready.
+   0 when co was no parked task (the event then is nobody's yet). */
+static int wake(lua_State *L, sched *S, lua_State *co) {
   int nres = 0, status;
-  /* Only a parked task is resumed: a thread that is running (this one),
-     normal or dead was never parked here, whoever put it in the table. */
-  if (co == L || lua_status(co) != LUA_YIELD) return;
+  /* Only a parked task is resumed.  A dead one was closed from outside
+     while it waited (coroutine.close): the Lua side lets it go, told as
+     resume would tell it.  A running or normal thread was never parked
+     here, whoever put it in the table. */
+  if (co == L || lua_status(co) != LUA_YIELD) {
+    if (co != L && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+      lua_pushvalue(L, A_SETTLE);
+      lua_pushvalue(L, A_WAITER);
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "cannot resume dead coroutine");
+      lua_call(L, 3, 0);
+    }
+    return 0;
+  }
   /* A task parks from a C function, which Lua gives LUA_MINSTACK slots:
      there is room for the value it is woken with. */
   if (!lua_checkstack(co, 1)) luaL_error(L, "reverb: no stack to resume a task");
@@ -150,9 +162,10 @@ static void wake(lua_State *L, sched *S, lua_State *co) {
   status = run(S, co, L, 1, &nres);
   if (status == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &WAIT) {
     lua_pop(co, 1);   /* parked again: the usual end of a turn */
-    return;
+    return 1;
   }
   settle(L, co, status, nres);
+  return 1;
 }
 
 /* Takes the waiter of fd out of the table at q and wakes it: a task is
@@ -168,8 +181,7 @@ static int waiter(lua_State *L, sched *S, int q, int fd) {
   lua_pushnil(L);
   lua_rawseti(L, q, fd);
   co = lua_tothread(L, A_WAITER);
-  who = co != NULL ? 1 : 2;
-  if (co != NULL) wake(L, S, co);
+  who = co == NULL ? 2 : wake(L, S, co);
   lua_settop(L, A_SETTLE);
   return who;
 }

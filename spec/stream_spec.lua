@@ -323,6 +323,43 @@ function TestStream.test_a_failed_write_says_how_much_went_out()
   lu.assertEquals(gone.sent, 0)
 end
 
+-- A task closed from outside (coroutine.close) while it waits lets go of
+-- the stream: its read, its write lock, its place in the writers' queue.
+-- It is no failure, and it keeps no run() going. (Later reads were
+-- refused as a second reader, the lock stayed held for good, and run()
+-- waited for the closed tasks for ever.)
+function TestStream.test_a_task_closed_while_it_waits_lets_go_of_the_stream()
+  local loop = require "reverb.loop"
+  local failures = loop.failures()
+  local p <close> = pair()
+  local reader = reverb.spawn(function() p[2]:read_line() end)
+  reverb.sleep(0.01)
+  lu.assertTrue(coroutine.close(reader))
+  p[1]:write("one\n")
+  lu.assertEquals(p[2]:read_line(), "one")
+  local big = string.rep("y", 8 * 1024 * 1024)
+  local holder = reverb.spawn(function() p[1]:write(big) end)        -- waits for room
+  reverb.sleep(0.01)
+  local queued = reverb.spawn(function() p[1]:write("never\n") end) -- waits for the lock
+  local third = reverb.spawn(function() p[1]:write("third\n") end)
+  reverb.sleep(0.01)
+  lu.assertTrue(coroutine.close(queued))
+  lu.assertTrue(coroutine.close(holder))
+  local got = {}
+  reverb.spawn(function()
+    repeat got[#got + 1] = p[2]:read_some() until got[#got]:find("third\n$")
+  end)
+  H.within(10, function()
+    while not (got[#got] or ""):find("third\n$") do reverb.sleep(0.001) end
+  end)
+  reverb.sleep(0.01)
+  local all = table.concat(got)
+  lu.assertNil(all:find("never"))
+  lu.assertStrContains(all, "third\n")
+  lu.assertEquals(loop.count(), 0)
+  lu.assertEquals(loop.failures(), failures)
+end
+
 -- settimeout() is settimeout(nil), as in LuaSocket: no timeout.
 function TestStream.test_settimeout_with_no_argument_clears_it()
   local p <close> = pair({ timeout = 0.01 })

@@ -29,8 +29,8 @@
 local core = require "reverb.core"
 local heap = require "reverb.heap"
 
-local create, running, yield, cclose, isyieldable =
-  coroutine.create, coroutine.running, coroutine.yield, coroutine.close, coroutine.isyieldable
+local create, running, yield, cclose, isyieldable, costatus = coroutine.create,
+  coroutine.running, coroutine.yield, coroutine.close, coroutine.isyieldable, coroutine.status
 local now = core.now
 local traceback = debug.traceback
 
@@ -118,9 +118,17 @@ end
 
 -- Settles what a resume of task co returned: parked again (WAIT),
 -- finished (DONE), raised, or yielded something of its own.
+local DEAD = "cannot resume dead coroutine"   -- (sched.c's resume says it too)
+
 local function settle(co, ok, r)
   if r == WAIT then return end
   if r == DONE then return finish(co, true) end
+  if not ok and r == DEAD then
+    -- closed from outside (coroutine.close) while it waited: it is gone,
+    -- which is no failure; one that was never a task is not ours
+    if tasks[co] then finish(co) end
+    return
+  end
   if not ok then
     report(co, r)
   else
@@ -295,6 +303,12 @@ end }
 -- wait's body, for the waiters in q; `level` is where the caller of
 -- wait is, for the error message.
 local function wait_on(q, w, fd, dir, deadline, level)
+  local other = q[fd]
+  if other and other ~= MAIN and costatus(other) == "dead" then
+    -- a task closed from outside while it waited here: not a waiter now
+    q[fd] = nil
+    if tasks[other] then finish(other) end
+  end
   if not deadline and not q[fd] then   -- the hot path: a task parks
     local r = park(q, fd)
     if r ~= nil then return r end

@@ -19,7 +19,7 @@ local core = require "reverb.core"
 local loop = require "reverb.loop"
 
 local remove = table.remove
-local tostring, error, pcall = tostring, error, pcall
+local tostring, error, pcall, type = tostring, error, pcall, type
 
 local Stream = {}
 Stream.__index = Stream
@@ -45,24 +45,48 @@ end
 local function release(self)
   local q = self.wq
   if q and q[1] then
-    loop.wake(remove(q, 1), true)
+    local who = remove(q, 1)
+    self.lock_to = who   -- (in case its task is closed before it runs)
+    loop.wake(who, true)
   else
     C.lock(self, false)
   end
 end
 
+-- However a slow write ends (done, an error, its task closed from
+-- outside while it waits, which runs this as any to-be-closed variable of
+-- the task's), the lock goes on if it was this writer's, or was handed to
+-- it; a writer still queued leaves the queue, and a closed task is woken
+-- once more for the loop to let it go.
+local UNLOCK = { __close = function(g)
+  local self, who = g[1], g[2]
+  if g.held or self.lock_to == who then
+    self.lock_to = nil
+    return release(self)
+  end
+  local q = self.wq
+  for k = #q, 1, -1 do
+    if q[k] == who then remove(q, k) end
+  end
+  -- (a task gets here only closed while queued; the top level, by an
+  -- error through its wait)
+  if type(who) == "thread" then loop.wake(who, true) end
+end }
+
 -- The write that the kernel did not take at once, from index i on (C's
 -- write calls it): waits its turn for the lock, then for room.
 local function slow_write(self, data, i)
+  local who = loop.current()
+  local g <close> = setmetatable({ self, who }, UNLOCK)
   if C.lock(self, true) then
     local q = self.wq or {}
     self.wq = q
-    local who = loop.current()
     q[#q + 1] = who
     loop.park(who)      -- woken by release(), with the lock handed over
+    self.lock_to = nil
   end
+  g.held = true
   local err, at = send_from(self, data, i)
-  release(self)
   if err then
     -- as LuaSocket tells where a send stopped: the bytes of this write
     -- that went out, so that a retry sends only the rest
