@@ -341,7 +341,7 @@ function TestStream.test_a_task_closed_while_it_waits_lets_go_of_the_stream()
   local holder = reverb.spawn(function() p[1]:write(big) end)        -- waits for room
   reverb.sleep(0.01)
   local queued = reverb.spawn(function() p[1]:write("never\n") end) -- waits for the lock
-  local third = reverb.spawn(function() p[1]:write("third\n") end)
+  reverb.spawn(function() p[1]:write("third\n") end)           -- queued after it
   reverb.sleep(0.01)
   lu.assertTrue(coroutine.close(queued))
   lu.assertTrue(coroutine.close(holder))
