@@ -467,4 +467,23 @@ function TestServer.test_a_flooding_client_does_not_starve_the_others()
   H.stop(pid)
 end
 
+-- The timer entries of closed connections do not pile up until their
+-- deadline: with an idle timeout of an hour, 2,000 connections that came
+-- and went left 2,000 entries (and their memory) for that hour.
+function TestServer.test_closed_connections_leave_no_timers_behind()
+  local loop = require "reverb.loop"
+  local before = loop.timers()
+  local srv <close> = reverb.serve({ port = 0, idle_timeout = 3600 }, echo_lines)
+  H.within(60, function()
+    for i = 1, 2000 do
+      local c <close> = H.connect("127.0.0.1", srv.port)
+      c:write("n ", i, "\n")
+      lu.assertEquals(c:read_line(), "n " .. i)
+    end
+  end)
+  H.within(10, function() while #srv:clients() > 0 do reverb.sleep(0.001) end end)
+  local left = loop.timers() - before
+  lu.assertTrue(left <= 600, left .. " timer entries left")
+end
+
 return { TestServer = TestServer }

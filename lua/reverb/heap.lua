@@ -3,7 +3,8 @@
 -- Entries are tables with a deadline `t`; ties keep insertion order (a
 -- sequence number `n`), so two sleeps of the same length wake in the order
 -- they began. Cancelling is lazy: the owner clears `entry.co` and the loop
--- drops the entry when it reaches the top.
+-- drops the entry when it reaches the top, or, when cancelled entries
+-- pile up, keeps only the others (filter).
 
 local floor = math.floor
 
@@ -50,4 +51,20 @@ local function new()
   return { size = 0, seq = 0 }
 end
 
-return { new = new, push = push, pop = pop }
+--- A new heap of the entries of h that keep(e) is true for (a sorted
+-- array is a heap; a new table, since Lua never shrinks an old one).
+local function filter(h, keep)
+  local kept, n = { size = 0, seq = h.seq }, 0
+  for i = 1, h.size do
+    local e = h[i]
+    if keep(e) then
+      n = n + 1
+      kept[n] = e
+    end
+  end
+  table.sort(kept, before)
+  kept.size = n
+  return kept
+end
+
+return { new = new, push = push, pop = pop, filter = filter }

@@ -276,6 +276,21 @@ local function add_timer(t, co)
   return e
 end
 
+-- Watcher entries dropped (their connection closed) or replaced while in
+-- the heap: skipped when they come up, and once they are half the heap
+-- (and many), the heap is rebuilt without them. Else a busy server with
+-- a long idle timeout would keep an entry per closed connection until
+-- its deadline: thousands a second, for as long as the timeout.
+local ndead = 0
+
+local function dead(e)
+  e.live, e.dead, ndead = false, true, ndead + 1
+  if ndead > 256 and ndead * 2 > timers.size then
+    timers = heap.filter(timers, function(x) return not x.dead end)
+    ndead = 0
+  end
+end
+
 local function watcher_timer(w, write, who, deadline)
   local key = write and "wtimer" or "timer"
   local e = w[key]
@@ -283,7 +298,7 @@ local function watcher_timer(w, write, who, deadline)
     e.due, e.co = deadline, who
     return e
   end
-  if e then e.live = false end   -- one that would fire too late: replaced
+  if e and e.live then dead(e) end   -- one that would fire too late: replaced
   e = { t = deadline, due = deadline, co = who, w = w, write = write, live = true }
   w[key] = e
   heap.push(timers, e)
@@ -407,7 +422,8 @@ end
 local function drop_timer(w, key)
   local e = w[key]
   if e then
-    e.live, e.co, e.w, w[key] = false, nil, nil, nil
+    e.co, e.w, w[key] = nil, nil, nil
+    if e.live then dead(e) end
   end
 end
 
@@ -498,7 +514,9 @@ local function fire_timers(t)
     if e.t > t then return end
     heap.pop(timers)
     local w, co = e.w, e.co
-    if not w then
+    if e.dead then
+      ndead = ndead - 1
+    elseif not w then
       if co then resume_waiter(co, false) end
     elseif e.live and e.due > t then
       e.t = e.due                -- a watcher's deadline moved on: re-arm
@@ -602,7 +620,7 @@ function M.after_fork()
   nwatched, most, compact_due = 0, 0, false
   for fd in pairs(readers) do readers[fd] = nil end   -- kept: streams hold it
   for fd in pairs(writers) do writers[fd] = nil end
-  tasks, ntasks, timers = {}, 0, heap.new()
+  tasks, ntasks, timers, ndead = {}, 0, heap.new(), 0
   runq, rargs, qhead, qtail = {}, {}, 1, 0
   pool, npool = {}, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil
