@@ -166,3 +166,49 @@ int rv_getaddr(lua_State *L, rv_socket *s, int argidx, const char *op,
     return resolve(L, op, s->family, s->type, host, port, out);
   }
 }
+
+/* core.getaddrinfo(host) -> { { family = "inet" | "inet6", host = numeric
+   address }, ... }: every stream address of a name, in the resolver's
+   order (RFC 6724's, from /etc/gai.conf), without repeats.  reverb.connect
+   tries them in turn, as LuaSocket's connect and nc do: "localhost" may be
+   ::1 first, where the server listens only on 127.0.0.1. */
+static int l_getaddrinfo(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  struct addrinfo hints, *res = NULL;
+  int rc, n = 0;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  rc = getaddrinfo(host, NULL, &hints, &res);
+  if (rc != 0) return rv_fail_gai(L, "getaddrinfo", rc, host);
+  lua_newtable(L);
+  for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN];
+    const void *a;
+    int dup = 0;
+    if (ai->ai_family == AF_INET) a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    else if (ai->ai_family == AF_INET6) a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+    else continue;
+    inet_ntop(ai->ai_family, a, text, sizeof text);
+    for (int i = 1; i <= n && !dup; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_getfield(L, -1, "host");
+      dup = strcmp(lua_tostring(L, -1), text) == 0;
+      lua_pop(L, 2);
+    }
+    if (dup) continue;
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, ai->ai_family == AF_INET ? "inet" : "inet6");
+    lua_setfield(L, -2, "family");
+    lua_pushstring(L, text);
+    lua_setfield(L, -2, "host");
+    lua_rawseti(L, -2, ++n);
+  }
+  freeaddrinfo(res);
+  return 1;
+}
+
+const luaL_Reg rv_address_funcs[] = {
+  { "getaddrinfo", l_getaddrinfo },
+  { NULL, NULL }
+};

@@ -28,6 +28,7 @@ int luaopen_reverb_core(lua_State *L) {
   setmethods(L);
   lua_newtable(L);
   luaL_setfuncs(L, rv_socket_funcs, 0);
+  luaL_setfuncs(L, rv_address_funcs, 0);
   luaL_setfuncs(L, rv_error_funcs, 0);
   luaL_setfuncs(L, rv_poller_funcs, 0);
   luaL_setfuncs(L, rv_sched_funcs, 0);

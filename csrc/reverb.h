@@ -58,6 +58,7 @@ RV_HIDDEN void rv_addr_format(const struct sockaddr *sa, socklen_t len,
                               char *buf, size_t size);
 RV_HIDDEN int rv_push_addr(lua_State *L, const struct sockaddr *sa,
                            socklen_t len);
+extern RV_HIDDEN const luaL_Reg rv_address_funcs[];
 RV_HIDDEN int rv_getaddr(lua_State *L, rv_socket *s, int argidx,
                          const char *op, rv_addr *out, char *text, size_t size);
 

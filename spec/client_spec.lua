@@ -35,6 +35,30 @@ function TestClient.test_a_port_may_be_a_numeral()
   lu.assertEquals(c.peer, "127.0.0.1:" .. srv.port)
 end
 
+-- A name is tried at each of its addresses in turn (core.getaddrinfo:
+-- all of them, either family), as LuaSocket's connect and nc do.
+function TestClient.test_a_name_is_tried_at_each_of_its_addresses()
+  local addrs = core.getaddrinfo("localhost")
+  local families = {}
+  for _, a in ipairs(addrs) do families[a.family .. " " .. a.host] = true end
+  lu.assertTrue(families["inet 127.0.0.1"], "localhost has 127.0.0.1")
+  H.raises("EAI_NONAME", core.getaddrinfo, "no-such-host.invalid")
+  local srv <close> = reverb.serve({ host = "127.0.0.1" }, echo_lines)
+  local c <close> = H.connect("localhost", srv.port)
+  lu.assertEquals(c.peer, "localhost:" .. srv.port)
+  c:write("by name\n")
+  lu.assertEquals(c:read_line(), "by name")
+  -- where localhost is ::1 as well: a server on one of the two is found
+  -- whichever comes first (it was tried at IPv4's first address only)
+  if #addrs < 2 or not H.has_ipv6() then return end
+  for _, host in ipairs { "::1", "127.0.0.1" } do
+    local only <close> = reverb.serve({ host = host }, echo_lines)
+    local d <close> = H.connect("localhost", only.port)
+    d:write(host, "\n")
+    lu.assertEquals(d:read_line(), host)
+  end
+end
+
 function TestClient.test_connect_inside_a_task()
   local srv <close> = reverb.serve(0, echo_lines)
   local got = H.within(5, function()

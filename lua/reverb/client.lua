@@ -14,45 +14,10 @@ local function fail(sock, err)
   error(err, 0)
 end
 
---- connect(host, port [, opts]) or connect{host=, port=} or connect{unix=path}
--- opts: timeout (seconds, for the connect and every later wait), nodelay,
--- max_line.
-local function connect(host, port, opts)
-  local argn = 3   -- where opts came: connect(host, port, opts) or connect(opts)
-  if type(host) == "table" then
-    opts, argn = host, 1
-    host, port = opts.host, opts.port
-  end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #3 to 'connect' (options table expected, got " .. type(opts) .. ")", 2)
-  end
-  opts = opts or {}
-  local t, max_line = opts.timeout, opts.max_line
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(argn), 2)
-  end
-  if max_line ~= nil and (math.type(max_line) ~= "integer" or max_line < 1) then
-    error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(argn), 2)
-  end
-  local family, peer
-  if opts.unix ~= nil and (type(opts.unix) ~= "string" or opts.unix == "") then
-    error(("bad argument #%d to 'connect' (unix: non-empty path expected)"):format(argn), 2)
-  end
-  if opts.unix then
-    family, host, peer = "unix", opts.unix, opts.unix
-  else
-    if type(host) ~= "string" then
-      error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
-    end
-    local n = math.tointeger(tonumber(port))   -- "8080" too, as serve and bind take it
-    if not n or n < 0 or n > 65535 then
-      error("bad argument #2 to 'connect' (port 0-65535 expected, got " ..
-        (type(port) == "number" and port or type(port)) .. ")", 2)
-    end
-    port = n
-    family = host:find(":", 1, true) and "inet6" or "inet"
-    peer = hostport(host, port)
-  end
+-- One connect of a new socket of the family to host (a numeric address,
+-- or a path) and port, within t seconds (nil: no limit); the stream, or
+-- the socket closed and the failure raised.
+local function attempt(family, host, port, peer, opts, t)
   local sock = core.socket(family)
   sock:setblocking(false)
   local ok, done = pcall(sock.connect, sock, host, port)
@@ -80,6 +45,59 @@ local function connect(host, port, opts)
     end
   end
   return conn
+end
+
+--- connect(host, port [, opts]) or connect{host=, port=} or connect{unix=path}
+-- opts: timeout (seconds, for the connect and every later wait), nodelay,
+-- max_line.
+local function connect(host, port, opts)
+  local argn = 3   -- where opts came: connect(host, port, opts) or connect(opts)
+  if type(host) == "table" then
+    opts, argn = host, 1
+    host, port = opts.host, opts.port
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'connect' (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  opts = opts or {}
+  local t, max_line = opts.timeout, opts.max_line
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+    error(("bad argument #%d to 'connect' (timeout: non-negative number expected)"):format(argn), 2)
+  end
+  if max_line ~= nil and (math.type(max_line) ~= "integer" or max_line < 1) then
+    error(("bad argument #%d to 'connect' (max_line: positive integer expected)"):format(argn), 2)
+  end
+  if opts.unix ~= nil and (type(opts.unix) ~= "string" or opts.unix == "") then
+    error(("bad argument #%d to 'connect' (unix: non-empty path expected)"):format(argn), 2)
+  end
+  if opts.unix then return attempt("unix", opts.unix, nil, opts.unix, opts, t) end
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
+  end
+  local n = math.tointeger(tonumber(port))   -- "8080" too, as serve and bind take it
+  if not n or n < 0 or n > 65535 then
+    error("bad argument #2 to 'connect' (port 0-65535 expected, got " ..
+      (type(port) == "number" and port or type(port)) .. ")", 2)
+  end
+  local peer = hostport(host, n)
+  if host:find(":", 1, true) then return attempt("inet6", host, n, peer, opts, t) end
+  if host:find("^[%d.]+$") or host == "*" then return attempt("inet", host, n, peer, opts, t) end
+  -- A name: each of its addresses in turn, within one timeout, until one
+  -- answers; the last failure if none does.
+  local ok, addrs = pcall(core.getaddrinfo, host)
+  if not ok then
+    if core.iserror(addrs) then addrs.op, addrs.address = "connect", peer end
+    error(addrs, 0)
+  end
+  local deadline, err = t and core.now() + t
+  for _, a in ipairs(addrs) do
+    local left = deadline and math.max(deadline - core.now(), 0)
+    local made, conn = pcall(attempt, a.family, a.host, n, peer, opts, left)
+    if made then return conn end
+    err = conn
+    if not core.iserror(err) then break end   -- (not the network's doing)
+  end
+  error(err, 0)
 end
 
 return { connect = connect }
