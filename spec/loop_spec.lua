@@ -2,6 +2,7 @@
 local lu = require "luaunit"
 local reverb = require "reverb"
 local loop = require "reverb.loop"
+local core = require "reverb.core"
 local H = require "helper"
 
 local TestLoop = H.class()
@@ -68,6 +69,31 @@ function TestLoop.test_an_interrupted_top_level_sleep_wakes_nothing_later()
   local p <close> = H.stream_pair()
   reverb.spawn(function() reverb.sleep(0.1) p[1]:write("later\n") end)
   lu.assertEquals(p[2]:read_line(), "later")
+end
+
+-- A child made by reverb.fork has a loop of its own: its waits are its
+-- own (sharing the parent's epoll instance, a child's read took the
+-- parent's events and timed out), and the parent goes on serving.
+function TestLoop.test_a_forked_child_has_a_loop_of_its_own()
+  local srv <close> = reverb.serve(0, H.echo_lines)
+  local pid = reverb.fork()
+  if pid == 0 then
+    lu.unregisterCurrentSuite()   -- luaunit guards os.exit
+    local ok, got = pcall(function()
+      local c = reverb.connect("127.0.0.1", srv.port, { timeout = 5 })
+      c:write("from the child\n")
+      return c:read_line()
+    end)
+    os.exit(ok and got == "from the child" and 0 or 1, false)
+  end
+  local status
+  H.within(10, function()
+    repeat
+      local got, how, code = core.waitpid(pid, true)
+      if got then status = { how, code } else reverb.sleep(0.01) end
+    until status
+  end)
+  lu.assertEquals(status, { "exit", 0 })
 end
 
 function TestLoop.test_top_level_sleep_keeps_tasks_running()

@@ -128,9 +128,8 @@ local function supervise(o, n)
   local quick = 0   -- workers in a row that ended within a second of their start
 
   local function start_worker()
-    local pid = core.fork(true)   -- a worker dies with its supervisor
+    local pid = loop.fork(true)   -- a worker dies with its supervisor
     if pid == 0 then
-      loop.after_fork()
       reserve:close()
       local ok, err = pcall(function()
         serve_stream(o, load_handler(o.script))

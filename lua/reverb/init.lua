@@ -4,7 +4,7 @@
 --   reverb.serve(8080, function(conn) for l in conn:lines() do conn:write(l, "\n") end end)
 --   reverb.run()
 --
--- The loop (spawn, sleep, now, run, stop), signals, servers, clients and
+-- The loop (spawn, sleep, now, run, stop, fork), signals, servers, clients and
 -- datagrams, each from its own module; `reverb.core` is the C layer.
 
 local core = require "reverb.core"
@@ -18,6 +18,7 @@ return {
   now = loop.now,
   run = loop.run,
   stop = loop.stop,
+  fork = loop.fork,
   on_signal = require("reverb.signal").on_signal,
   serve = require("reverb.server").serve,
   connect = require("reverb.client").connect,

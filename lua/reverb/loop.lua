@@ -613,6 +613,15 @@ end
 --- In a child just forked (reverb serve --workers): forget the parent's
 -- loop. The epoll instance, tasks, timers and signal handlers are the
 -- parent's; the child starts from nothing.
+--- core.fork, and in the child a loop of its own: the parent's epoll
+-- instance, tasks, servers and timers stay the parent's (sharing the
+-- epoll instance, a child's waits took the parent's events).
+function M.fork(die_with_parent)
+  local pid = core.fork(die_with_parent)
+  if pid == 0 then M.after_fork() end
+  return pid
+end
+
 function M.after_fork()
   if poller then poller:close() end
   poller = nil
