@@ -450,12 +450,12 @@ end
 -- was answered, no timer fired, until it stopped: here, after 5 million
 -- lines, when it closes the flood, which ends its sender.)
 function TestServer.test_a_flooding_client_does_not_starve_the_others()
-  local flooded = 0
+  local flooded, enough = 0, false
   local srv <close> = reverb.serve(0, function(conn)
     if conn:read_line() ~= "flood" then return conn:write("pong\n") end
     for _ in conn:lines() do
       flooded = flooded + 1
-      if flooded >= 5e6 then return end
+      if flooded >= 5e6 or enough then return end
     end
   end)
   local pid = H.start("(echo flood; exec yes) | exec socat -u - TCP:127.0.0.1:" .. srv.port)
@@ -464,7 +464,9 @@ function TestServer.test_a_flooding_client_does_not_starve_the_others()
   c:write("ping\n")
   lu.assertEquals(c:read_line(), "pong")
   lu.assertTrue(flooded < 5e6 and H.alive(pid), "answered while the flood went on")
+  enough = true
   H.stop(pid)
+  H.within(10, function() while #srv:clients() > 0 do reverb.sleep(0.01) end end)
 end
 
 -- The timer entries of closed connections do not pile up until their
