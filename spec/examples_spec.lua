@@ -103,9 +103,14 @@ function TestExamples.test_echo_server_counts_the_clients_once_they_are_too_many
   os.remove(out)
 end
 
-function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
+-- examples/chat.lua started on any free port: its pid, output file, port.
+local function chat()
   local pid, out = H.start(RUN .. "chat.lua 0")
-  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  return pid, out, tonumber((H.await_output(out, "chat on port (%d+)")))
+end
+
+function TestExamples.test_chat_relays_lines_with_join_and_leave_notices()
+  local pid, out, port = chat()
   H.within(10, function()
     local a = H.connect("127.0.0.1", port)
     lu.assertStrContains(a:read_line(), "0 others here")
@@ -134,8 +139,7 @@ end
 -- long (clients were dropped 1,000 lines behind, reading or not, while the
 -- sender's task had the loop).
 function TestExamples.test_chat_delivers_a_burst_to_a_reader()
-  local pid, out = H.start(RUN .. "chat.lua 0")
-  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  local pid, out, port = chat()
   H.within(30, function()
     local a <close> = H.connect("127.0.0.1", port)
     lu.assertStrContains(a:read_line(), "0 others here")
@@ -153,8 +157,7 @@ end
 -- client in turn by its sender's task, which then waited on the one that
 -- did not read, and so did everyone after it.)
 function TestExamples.test_chat_is_not_held_up_by_a_client_that_does_not_read()
-  local pid, out = H.start(RUN .. "chat.lua 0")
-  local port = tonumber((H.await_output(out, "chat on port (%d+)")))
+  local pid, out, port = chat()
   local line = string.rep("x", 1000)
   H.within(30, function()
     local mute <close> = H.connect("127.0.0.1", port)

@@ -220,6 +220,20 @@ function H.slurp(file)
   return s
 end
 
+--- pcall(fn, ...) with lua5.4's Ctrl-C played: its "interrupted!" raised
+-- as the loop takes its next turn (in a wait at top level).
+function H.interrupted(fn, ...)
+  debug.sethook(function()
+    if debug.getinfo(2, "n").name == "step" then
+      debug.sethook()
+      error("interrupted!")
+    end
+  end, "c")
+  local res = table.pack(pcall(fn, ...))
+  debug.sethook()
+  return table.unpack(res, 1, res.n)
+end
+
 --- Whether this machine has ::1.
 function H.has_ipv6()
   local ok = pcall(function()

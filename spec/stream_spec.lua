@@ -281,14 +281,7 @@ end
 -- later read was refused as a second reader.
 function TestStream.test_an_error_through_a_top_level_wait_leaves_it_usable()
   local p <close> = pair({ timeout = 5 * H.SLOW })
-  debug.sethook(function()
-    if debug.getinfo(2, "n").name == "step" then
-      debug.sethook()
-      error("interrupted!")
-    end
-  end, "c")
-  local ok, err = pcall(p[2].read_line, p[2])
-  debug.sethook()
+  local ok, err = H.interrupted(p[2].read_line, p[2])
   lu.assertFalse(ok)
   lu.assertStrContains(err, "interrupted!")
   p[1]:write("hello\n")
