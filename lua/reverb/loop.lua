@@ -116,10 +116,10 @@ local function finish(co, reusable)
   end
 end
 
--- Settles what a resume of task co returned: parked again (WAIT),
--- finished (DONE), raised, or yielded something of its own.
 local DEAD = "cannot resume dead coroutine"   -- (sched.c's resume says it too)
 
+-- Settles what a resume of task co returned: parked again (WAIT),
+-- finished (DONE), raised, or yielded something of its own.
 local function settle(co, ok, r)
   if r == WAIT then return end
   if r == DONE then return finish(co, true) end
@@ -368,12 +368,9 @@ end
 --- Parks waiter `who` (from current()) until something calls wake(who).
 M.park = suspend
 
---- The C half of reverb.stream (csrc/stream.c) bound to this loop: its
--- reads park on `readers` as wait() does, and wait with a deadline or at
--- top level through wait() itself.
 -- Lets the rest of the loop have a turn before the running code goes on
--- (streams call it after many receives in a row that found data: see
--- csrc/stream.c). Returns true, as a wake does.
+-- (streams call it after many reads and writes in a row that did not
+-- wait: see csrc/stream.c). Returns true, as a wake does.
 local function pause()
   local who = current()
   if who ~= MAIN then
@@ -386,6 +383,9 @@ local function pause()
   return true
 end
 
+--- The C half of reverb.stream (csrc/stream.c) bound to this loop: its
+-- reads park on `readers` as wait() does, wait with a deadline or at top
+-- level through wait() itself, and pause as above.
 function M.streams(slow_write)
   streams_api = sched.streams(readers, M.wait, slow_write, pause)
   return streams_api
@@ -610,18 +610,9 @@ function M.at_fork(fn)
   fork_hooks[#fork_hooks + 1] = fn
 end
 
---- In a child just forked (reverb serve --workers): forget the parent's
--- loop. The epoll instance, tasks, timers and signal handlers are the
--- parent's; the child starts from nothing.
---- core.fork, and in the child a loop of its own: the parent's epoll
--- instance, tasks, servers and timers stay the parent's (sharing the
--- epoll instance, a child's waits took the parent's events).
-function M.fork(die_with_parent)
-  local pid = core.fork(die_with_parent)
-  if pid == 0 then M.after_fork() end
-  return pid
-end
-
+--- In a child just forked: forget the parent's loop. The epoll instance,
+-- tasks, timers and signal handlers are the parent's; the child starts
+-- from nothing.
 function M.after_fork()
   if poller then poller:close() end
   poller = nil
@@ -634,6 +625,14 @@ function M.after_fork()
   pool, npool = {}, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil
   for _, fn in ipairs(fork_hooks) do fn() end
+end
+
+--- core.fork, and in the child a loop of its own (M.after_fork): sharing
+-- the parent's epoll instance, a child's waits took the parent's events.
+function M.fork(die_with_parent)
+  local pid = core.fork(die_with_parent)
+  if pid == 0 then M.after_fork() end
+  return pid
 end
 
 return M
