@@ -52,6 +52,7 @@ typedef rv_sched sched;
 
 const char rv_sched_wait = 0;   /* its address is the marker */
 #define WAIT rv_sched_wait
+static const char closed = 0;   /* its address: "a task closed from outside" (wake) */
 
 /* The upvalue of the functions here (and the first of streams'). */
 enum { UV_SCHED = 1 };
@@ -150,7 +151,7 @@ static int wake(lua_State *L, sched *S, lua_State *co) {
       lua_pushvalue(L, A_SETTLE);
       lua_pushvalue(L, A_WAITER);
       lua_pushboolean(L, 0);
-      lua_pushliteral(L, "cannot resume dead coroutine");
+      lua_pushlightuserdata(L, (void *)&closed);
       lua_call(L, 3, 0);
     }
     return 0;
@@ -331,6 +332,8 @@ static int l_scheduler(lua_State *L) {
   luaL_setfuncs(L, funcs, 1);
   lua_pushlightuserdata(L, (void *)&WAIT);
   lua_setfield(L, -2, "WAIT");
+  lua_pushlightuserdata(L, (void *)&closed);
+  lua_setfield(L, -2, "CLOSED");
   return 1;
 }
 

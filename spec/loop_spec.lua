@@ -69,16 +69,22 @@ end
 -- parent's events and timed out), and the parent goes on serving.
 function TestLoop.test_a_forked_child_has_a_loop_of_its_own()
   local srv <close> = reverb.serve(0, H.echo_lines)
+  local p <close> = H.stream_pair()
   local pid = reverb.fork()
   if pid == 0 then
     lu.unregisterCurrentSuite()   -- luaunit guards os.exit
     local ok, got = pcall(function()
       local c = reverb.connect("127.0.0.1", srv.port, { timeout = 5 })
       c:write("from the child\n")
-      return c:read_line()
+      local mine = c:read_line()
+      -- and a stream made before the fork, watched by the child's epoll
+      -- instance now (no timeout: a wait that missed its events would hang)
+      p[2]:settimeout(nil)
+      return mine .. ", " .. p[2]:read_line()
     end)
-    os.exit(ok and got == "from the child" and 0 or 1, false)
+    os.exit(ok and got == "from the child, from the parent" and 0 or 1, false)
   end
+  p[1]:write("from the parent\n")
   local status
   H.within(10, function()
     repeat
@@ -87,6 +93,20 @@ function TestLoop.test_a_forked_child_has_a_loop_of_its_own()
     until status
   end)
   lu.assertEquals(status, { "exit", 0 })
+  -- inside a task it is refused: the child would go on in the middle of
+  -- the parent's turn of the loop
+  local err = H.within(5, function() return select(2, pcall(reverb.fork)) end)
+  lu.assertStrContains(err, "reverb.fork() called inside a task")
+end
+
+-- A task that fails with resume's own words is a failure like any other
+-- (a closed task is told apart by the loop's marker, not by a message).
+function TestLoop.test_a_task_failing_as_resume_would_is_reported()
+  local before = loop.failures()
+  io.stderr:write("(an expected 'task failed' report follows)\n")
+  reverb.spawn(function() error("cannot resume dead coroutine", 0) end)
+  reverb.run()
+  lu.assertEquals(loop.failures(), before + 1)
 end
 
 function TestLoop.test_top_level_sleep_keeps_tasks_running()

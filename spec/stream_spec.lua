@@ -353,6 +353,25 @@ function TestStream.test_a_task_closed_while_it_waits_lets_go_of_the_stream()
   lu.assertEquals(loop.failures(), failures)
 end
 
+-- The loop's pause after many calls in a row that did not wait is a
+-- courtesy: where the code cannot wait (a string.gsub callback, a plain
+-- coroutine inside a task), calls that need no wait go on working (the
+-- 65th raised "cannot wait here").
+function TestStream.test_calls_that_need_no_wait_work_where_no_wait_can_happen()
+  local p <close> = pair()
+  local done
+  reverb.spawn(function()
+    (("x"):rep(200)):gsub("x", function() p[1]:write("item\n") end)
+    local lines = coroutine.wrap(function()
+      for _ = 1, 200 do coroutine.yield(p[2]:read_line()) end
+    end)
+    for _ = 1, 200 do assert(lines() == "item") end
+    done = true
+  end)
+  H.within(5, function() while not done do reverb.sleep(0.001) end end)
+  lu.assertTrue(done)
+end
+
 -- settimeout() is settimeout(nil), as in LuaSocket: no timeout.
 function TestStream.test_settimeout_with_no_argument_clears_it()
   local p <close> = pair({ timeout = 0.01 })

@@ -37,6 +37,7 @@ local traceback = debug.traceback
 local sched = core.scheduler()
 local resume, park, dispatch = sched.resume, sched.park, sched.dispatch
 local WAIT = sched.WAIT                          -- what a parking task yields
+local CLOSED = sched.CLOSED   -- dispatch's settle(co, false, CLOSED): a task closed from outside
 local DONE, MAIN, START = {}, {}, {}             -- private markers
 
 local poller              -- made on first use, so a fork before it is clean
@@ -116,14 +117,12 @@ local function finish(co, reusable)
   end
 end
 
-local DEAD = "cannot resume dead coroutine"   -- (sched.c's resume says it too)
-
 -- Settles what a resume of task co returned: parked again (WAIT),
 -- finished (DONE), raised, or yielded something of its own.
 local function settle(co, ok, r)
   if r == WAIT then return end
   if r == DONE then return finish(co, true) end
-  if not ok and r == DEAD then
+  if r == CLOSED then
     -- closed from outside (coroutine.close) while it waited: it is gone,
     -- which is no failure; one that was never a task is not ours
     if tasks[co] then finish(co) end
@@ -140,6 +139,7 @@ end
 
 -- Resumes a task from the loop with one value: the hot path of every wake.
 local function run_task(co, a)
+  if costatus(co) == "dead" then return settle(co, false, CLOSED) end   -- (see settle)
   local ok, r = resume(co, a)
   if r ~= WAIT then settle(co, ok, r) end
 end
@@ -371,13 +371,17 @@ M.park = suspend
 -- Lets the rest of the loop have a turn before the running code goes on
 -- (streams call it after many reads and writes in a row that did not
 -- wait: see csrc/stream.c). Returns true, as a wake does.
+-- A pause is a courtesy: where the running code cannot wait (inside a
+-- C call that cannot yield, a plain coroutine inside a task), it goes on.
 local function pause()
-  local who = current()
-  if who ~= MAIN then
-    enqueue(who, true)
+  local co = running()
+  if tasks[co] then
+    if not isyieldable() then return true end
+    enqueue(co, true)
     return yield(WAIT)
   end
-  main_woken = true   -- a turn that polls but does not wait
+  if stepping then return true end
+  main_woken = true   -- top level: a turn that polls but does not wait
   step()
   main_woken = false
   return true
@@ -612,8 +616,14 @@ end
 
 --- In a child just forked: forget the parent's loop. The epoll instance,
 -- tasks, timers and signal handlers are the parent's; the child starts
--- from nothing.
+-- from nothing but the streams, servers and datagram sockets it shares
+-- with the parent, watched again by its own epoll instance.
 function M.after_fork()
+  local inherited = {}
+  for fd, w in pairs(watchers) do
+    inherited[fd] = w
+    w.timer, w.wtimer = nil, nil   -- entries of the parent's heap
+  end
   if poller then poller:close() end
   poller = nil
   watchers = setmetatable({}, { __mode = "v" })
@@ -624,12 +634,20 @@ function M.after_fork()
   runq, rargs, qhead, qtail = {}, {}, 1, 0
   pool, npool = {}, 0
   stopping, stepping, main_woken, main_value = false, false, false, nil
+  for fd, w in pairs(inherited) do
+    if w.socket then M.watch(w, fd, "edge") else w.fd = nil end   -- (stdin: watched per read)
+  end
   for _, fn in ipairs(fork_hooks) do fn() end
 end
 
 --- core.fork, and in the child a loop of its own (M.after_fork): sharing
 -- the parent's epoll instance, a child's waits took the parent's events.
 function M.fork(die_with_parent)
+  -- inside a task, the child would go on in the middle of the parent's
+  -- turn of the loop, with tasks it does not have
+  if stepping or tasks[running()] then
+    error("reverb.fork() called inside a task: fork at top level", 2)
+  end
   local pid = core.fork(die_with_parent)
   if pid == 0 then M.after_fork() end
   return pid
