@@ -246,11 +246,16 @@ function TestCli.test_udp_echo_and_udp_connect()
   os.remove(out)
 end
 
+-- reverb serve on ::1 (with args), and the port it prints, in brackets.
+local function serve_v6(args)
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local pid, out = H.start("exec " .. R .. " serve 0 --host ::1 " .. (args or ""))
+  return pid, out, H.await_output(out, "listening on %[::1%]:(%d+)")
+end
+
 -- An IPv6 address is printed as a client writes it: in brackets.
 function TestCli.test_serve_on_ipv6_prints_its_address_in_brackets()
-  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
-  local pid, out = H.start("exec " .. R .. " serve 0 --host ::1")
-  local port = H.await_output(out, "listening on %[::1%]:(%d+)")
+  local pid, out, port = serve_v6()
   lu.assertEquals(H.sh(R .. " send ::1 " .. port .. " six"), "six\n")
   H.stop(pid)
   os.remove(out)
@@ -259,9 +264,7 @@ end
 -- connect --udp to an IPv6 address sends from an IPv6 socket (it used to
 -- send from an IPv4 one: "Address family for hostname not supported").
 function TestCli.test_udp_connect_to_ipv6()
-  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
-  local pid, out = H.start("exec " .. R .. " serve 0 --udp --host ::1")
-  local port = H.await_output(out, "listening on %[::1%]:(%d+)")
+  local pid, out, port = serve_v6("--udp")
   local reply, status = H.sh("printf v6 | " .. R .. " connect ::1 " .. port .. " --udp")
   lu.assertEquals(status, 0, reply)
   lu.assertEquals(reply, "v6")
