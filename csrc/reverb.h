@@ -102,6 +102,8 @@ typedef struct rv_sched {
   lua_State *current;   /* the task being resumed; NULL at top level */
   rv_hint *hints;       /* indexed by descriptor; nhints of them */
   int nhints;
+  unsigned resumes;     /* resumes so far: a stream's calls with none between
+                           them are one task's, not letting go (stream.h) */
 } rv_sched;
 extern RV_HIDDEN const char rv_sched_wait;
 RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);

@@ -69,6 +69,7 @@ static int run(sched *S, lua_State *co, lua_State *from, int narg, int *nres) {
   lua_State *prev = S->current;
   int status;
   S->current = co;
+  S->resumes++;
   status = lua_resume(co, from, narg, nres);
   S->current = prev;
   return status;
@@ -320,6 +321,7 @@ static int l_scheduler(lua_State *L) {
   S->current = NULL;
   S->hints = NULL;
   S->nhints = 0;
+  S->resumes = 0;
   lua_createtable(L, 0, 1);   /* its metatable: __gc frees the hints */
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_drop_hints, 1);

@@ -34,7 +34,8 @@ typedef struct rv_stream {
   int rerr, werr;            /* a recv's or a send's errno that the loop's relay met,
                                 raised by this stream's next receive or send */
   unsigned char rready, hup, eof, wready, wlock;
-  unsigned char streak;      /* calls that did not wait since the last wait (rvs_call_pause) */
+  unsigned char streak;      /* calls in a row with no resume between (rvs_tired) */
+  unsigned streak_at;        /* the scheduler's resumes at the first of them */
 } rv_stream;
 
 /* The upvalues of every stream function (see rv_stream_api). */
@@ -92,6 +93,20 @@ RV_INLINE ssize_t send_once(rv_stream *s, const char *data, size_t len) {
   do n = send(s->sock->fd, data, len, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : n;
+}
+
+/* Whether a call on s should let the rest of the loop have a turn first
+   (rvs_call_pause): the limit-th call on s with no resume of any task
+   since the first, so one task that never has to wait (a client that
+   never runs dry) cannot keep the loop to itself, while one that does
+   wait between its calls (a broadcast now and then) never pauses. */
+static inline int rvs_tired(rv_stream *s, unsigned limit) {
+  unsigned r = s->sched->resumes;
+  if (s->streak_at != r) {
+    s->streak_at = r;
+    s->streak = 0;
+  }
+  return ++s->streak > limit;
 }
 
 /* stream.c */

@@ -165,7 +165,7 @@ static int startread(lua_State *L, int op, lua_Integer size) {
   s = rvs_check(L);
   if (size > MAX_SIZE) size = MAX_SIZE;
   s->scan_delim = NULL;   /* what an earlier call searched was for its own delimiter */
-  if (++s->streak > STREAK) {   /* a turn for the rest of the loop first */
+  if (rvs_tired(s, STREAK)) {   /* a turn for the rest of the loop first */
     rvs_call_pause(L, s, (lua_KContext)size << OP_BITS | op, readk);
     lua_pop(L, 1);
   }

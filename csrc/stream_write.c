@@ -71,7 +71,7 @@ static int write_pausedk(lua_State *L, int status, lua_KContext n) {
 static int s_write(lua_State *L) {
   int n = lua_gettop(L) - 1;
   rv_stream *s = rvs_check(L);
-  if (++s->streak > STREAK) {   /* a turn for the rest of the loop first */
+  if (rvs_tired(s, STREAK)) {   /* a turn for the rest of the loop first */
     rvs_call_pause(L, s, n, write_pausedk);
     lua_pop(L, 1);
   }
@@ -222,7 +222,7 @@ static int piping(lua_State *L) {
       rvs_woken(L, s, 0, "pipe");
       continue;
     }
-    if (++s->streak > PIPE_STREAK) {   /* (see rvs_call_pause) */
+    if (rvs_tired(s, PIPE_STREAK)) {   /* (see rvs_call_pause) */
       rvs_call_pause(L, s, 0, pipe_readk);
       rvs_woken(L, s, 0, "pipe");
       continue;
