@@ -6,10 +6,13 @@ local H = require "helper"
 
 local R = "bin/reverb"
 
--- Starts `reverb serve ARGS` and returns its pid, port and output file.
-local function serve(args)
-  local pid, out = H.start("exec " .. R .. " serve " .. args)
-  local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+-- Starts `reverb serve ARGS` (on host, default 127.0.0.1) and returns its
+-- pid, port and output file.
+local function serve(args, host)
+  host = host or "127.0.0.1"
+  local pid, out = H.start("exec " .. R .. " serve " .. args .. " --host " .. host)
+  local shown = host:find(":", 1, true) and "[" .. host .. "]" or host   -- as it prints it
+  local port = H.await_output(out, "listening on " .. shown:gsub("%p", "%%%0") .. ":(%d+)")
   return pid, tonumber(port), out
 end
 
@@ -246,16 +249,10 @@ function TestCli.test_udp_echo_and_udp_connect()
   os.remove(out)
 end
 
--- reverb serve on ::1 (with args), and the port it prints, in brackets.
-local function serve_v6(args)
-  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
-  local pid, out = H.start("exec " .. R .. " serve 0 --host ::1 " .. (args or ""))
-  return pid, out, H.await_output(out, "listening on %[::1%]:(%d+)")
-end
-
 -- An IPv6 address is printed as a client writes it: in brackets.
 function TestCli.test_serve_on_ipv6_prints_its_address_in_brackets()
-  local pid, out, port = serve_v6()
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local pid, port, out = serve("0", "::1")
   lu.assertEquals(H.sh(R .. " send ::1 " .. port .. " six"), "six\n")
   H.stop(pid)
   os.remove(out)
@@ -264,7 +261,8 @@ end
 -- connect --udp to an IPv6 address sends from an IPv6 socket (it used to
 -- send from an IPv4 one: "Address family for hostname not supported").
 function TestCli.test_udp_connect_to_ipv6()
-  local pid, out, port = serve_v6("--udp")
+  if not H.has_ipv6() then lu.skip("this machine has no ::1") end
+  local pid, port, out = serve("0 --udp", "::1")
   local reply, status = H.sh("printf v6 | " .. R .. " connect ::1 " .. port .. " --udp")
   lu.assertEquals(status, 0, reply)
   lu.assertEquals(reply, "v6")
