@@ -144,8 +144,8 @@ static void settle(lua_State *L, lua_State *co, int status, int nres) {
 static int wake(lua_State *L, sched *S, lua_State *co) {
   int nres = 0, status;
   /* Only a parked task is resumed.  A dead one was closed from outside
-     while it waited (coroutine.close): the Lua side lets it go, told as
-     resume would tell it.  A running or normal thread was never parked
+     while it waited (coroutine.close): settle, told so by the CLOSED
+     marker, lets it go.  A running or normal thread was never parked
      here, whoever put it in the table. */
   if (co == L || lua_status(co) != LUA_YIELD) {
     if (co != L && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
