@@ -97,6 +97,10 @@ extern RV_HIDDEN const luaL_Reg rv_sched_funcs[];
 typedef struct rv_hint {
   uintptr_t task, state, sock, self;   /* lua_State, stream state, socket, stream table */
   uintptr_t relay;   /* a pipe parked here: its destination's state (rv_stream_relay) */
+  /* What only Lua's own structs tell (peek.c; 0 where peeking is off):
+     the parked call's frame and its caller's, their stack slots, and
+     the stream table's array and hash part. */
+  uintptr_t frame, caller, slots, callerslots, array, node, nodeend;
 } rv_hint;
 typedef struct rv_sched {
   lua_State *current;   /* the task being resumed; NULL at top level */
@@ -107,6 +111,9 @@ typedef struct rv_sched {
 } rv_sched;
 extern RV_HIDDEN const char rv_sched_wait;
 RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);
+/* peek.c: what the API does not tell, for prefetching only. */
+RV_HIDDEN int rv_peek_check(lua_State *L);
+RV_HIDDEN void rv_peek_task(lua_State *L, const void *table, rv_hint *h);
 RV_HIDDEN void rv_stream_meta(lua_State *L);
 RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int hup);
 RV_HIDDEN int rv_stream_relay(lua_State *L, uintptr_t src, uintptr_t dst);

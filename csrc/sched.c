@@ -213,10 +213,15 @@ void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h) {
 /* Prefetches the lines the wake of the task parked on fd reads first:
    the lua_State (some 200 bytes), the stream's state (128 bytes, with
    the userdata header, 56 bytes in Lua 5.4, in front of it), the socket
-   and the stream table.  Always inlined: GCC takes a function that does
+   and the stream table; and where peek.c could tell them, the two call
+   frames (64 bytes each), the stack from the caller's slots to the
+   parked call's (the handler's locals, the read's arguments), the
+   table's array (the state at [1]) and its hash part (a method lookup
+   looks there first).  Always inlined: GCC takes a function that does
    nothing but prefetch for one without effects, and drops its calls. */
 __attribute__((always_inline)) static inline void prefetch(const sched *S, int fd) {
   const rv_hint *h;
+  uintptr_t p;
   if (fd < 0 || fd >= S->nhints || S->hints[fd].task == 0) return;
   h = &S->hints[fd];
   PF(h->task);
@@ -228,6 +233,16 @@ __attribute__((always_inline)) static inline void prefetch(const sched *S, int f
   PF(h->state + 127);
   PF(h->sock);
   PF(h->self);
+  if (h->frame == 0) return;
+  PF(h->frame);
+  PF(h->frame + 63);
+  PF(h->caller);
+  PF(h->caller + 63);
+  /* at most 4 lines: a caller far below is not the handler's frame */
+  for (p = h->callerslots; p <= h->slots + 63 && p < h->callerslots + 256; p += 64) PF(p);
+  PF(h->array);
+  for (p = h->node; p <= h->nodeend && p < h->node + 256; p += 64) PF(p);
+  PF(h->nodeend);
 }
 
 /* How many events ahead of the one being handled dispatch prefetches:
@@ -336,6 +351,9 @@ static int l_scheduler(lua_State *L) {
   lua_setfield(L, -2, "WAIT");
   lua_pushlightuserdata(L, (void *)&closed);
   lua_setfield(L, -2, "CLOSED");
+  /* Whether parked tasks' frames are prefetched too (peek.c). */
+  lua_pushboolean(L, rv_peek_check(L));
+  lua_setfield(L, -2, "peeking");
   return 1;
 }
 

@@ -131,7 +131,7 @@ void rvs_consume(rv_stream *s, size_t n) {
    ready, false: timed out, "closed") and the caller goes on in a loop. */
 int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   int fd = s->sock->fd;
-  rv_hint h;
+  rv_hint h = { 0 };
   /* Not yieldable (inside a metamethod, say): the slow path raises,
      before anything is registered. */
   if (s->timeout >= 0 || L != s->sched->current || !lua_isyieldable(L)) return 0;
@@ -145,6 +145,7 @@ int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   h.sock = (uintptr_t)s->sock;
   h.self = (uintptr_t)lua_topointer(L, I_SELF);
   h.relay = (uintptr_t)relay;
+  if (relay == NULL) rv_peek_task(L, (const void *)h.self, &h);   /* (a relay wakes no frame) */
   s->parked_fd = fd;
   s->streak = 0;
   rv_sched_hint(s->sched, fd, &h);

@@ -42,6 +42,37 @@ function TestStream.test_bytes_arriving_one_at_a_time()
   end)
 end
 
+--- A task parked in a read has its call frames and its stream table's
+--- parts prefetched when the loop wakes it, addresses only Lua's own
+--- structs tell (csrc/peek.c), whose layout is checked once against the
+--- running Lua. Off, everything works, only slower at thousands of
+--- connections: this says when a new Lua has turned it off.
+function TestStream.test_this_lua_lets_dispatch_prefetch_parked_frames()
+  lu.assertTrue(core.scheduler().peeking,
+    "csrc/peek.c's offsets do not match this Lua: parked frames are not prefetched")
+end
+
+--- Reads park from any frame, in a stream of any shape, and wake with
+--- their data: from the task's own function, from a Lua function fifty
+--- calls deep, in a stream with a hash part of a thousand fields.
+function TestStream.test_reads_parked_from_any_frame_wake_with_their_data()
+  local p <close> = pair()
+  for i = 1, 1000 do p[2]["field" .. i] = i end
+  local function deep(n)
+    if n == 0 then return p[2]:read_line() end
+    return (deep(n - 1))   -- (not a tail call: the frames stay)
+  end
+  reverb.spawn(function()
+    for _, piece in ipairs { "one\n", "two\n", "three" } do
+      reverb.sleep(0.01)   -- each read parks before its data comes
+      p[1]:write(piece)
+    end
+  end)
+  lu.assertEquals({ H.within(5, function()
+    return p[2]:read_line(), deep(50), p[2]:read_some()
+  end) }, { "one", "two", "three" })
+end
+
 function TestStream.test_line_longer_than_max_line_raises()
   local p <close> = pair { max_line = 100 }
   reverb.spawn(function() p[1]:write(string.rep("x", 1000), "\n") end)
