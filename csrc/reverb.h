@@ -114,7 +114,6 @@ RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);
 /* peek.c: what the API does not tell, for prefetching only. */
 RV_HIDDEN int rv_peek_check(lua_State *L);
 RV_HIDDEN void rv_peek_task(lua_State *L, const void *table, rv_hint *h);
-RV_HIDDEN void rv_stream_meta(lua_State *L);
 RV_HIDDEN void rv_stream_mark(lua_State *L, int idx, int hup);
 RV_HIDDEN int rv_stream_relay(lua_State *L, uintptr_t src, uintptr_t dst);
 RV_HIDDEN int rv_stream_api(lua_State *L);

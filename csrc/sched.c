@@ -211,8 +211,9 @@ void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h) {
 #define PF(addr) __builtin_prefetch((const void *)(addr))
 
 /* Prefetches the lines the wake of the task parked on fd reads first:
-   the lua_State (some 200 bytes), the stream's state (128 bytes, with
-   the userdata header, 56 bytes in Lua 5.4, in front of it), the socket
+   the lua_State (some 200 bytes), the stream's state (its first 104
+   bytes, and the userdata header, 56 bytes in Lua 5.4, in front of them:
+   what stream.h puts first), the socket
    and the stream table; and where peek.c could tell them, the two call
    frames (64 bytes each), the stack from the caller's slots to the
    parked call's (the handler's locals, the read's arguments), the
@@ -230,7 +231,7 @@ __attribute__((always_inline)) static inline void prefetch(const sched *S, int f
   PF(h->state - 56);
   PF(h->state + 8);
   PF(h->state + 72);
-  PF(h->state + 127);
+  PF(h->state + 103);
   PF(h->sock);
   PF(h->self);
   if (h->frame == 0) return;
@@ -343,8 +344,7 @@ static int l_scheduler(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  rv_stream_meta(L);   /* streams' second upvalue: the states' metatable */
-  lua_pushcclosure(L, rv_stream_api, 2);
+  lua_pushcclosure(L, rv_stream_api, 1);
   lua_setfield(L, -3, "streams");
   luaL_setfuncs(L, funcs, 1);
   lua_pushlightuserdata(L, (void *)&WAIT);

@@ -18,24 +18,29 @@
 #define PIPE_STREAK 16           /* pipe's receives in a row without a wait before a pause */
 
 typedef struct rv_stream {
+  /* What every request touches first, together (after the userdata's
+     56-byte header): two or three cache lines where the fields in their
+     first order took four or five. */
   const char *tag;           /* marks a stream state (see rvs_tostate) */
   rv_socket *sock;           /* fd -1 once closed */
   rv_sched *sched;           /* the loop's, and its scratch buffer */
-  char *scratch;             /* (all three kept alive by the state's user values) */
-  char *buf;                 /* received, not read yet: buf[head, tail) */
-  size_t head, tail, cap;
-  size_t scanned;            /* bytes from head already searched for scan_delim */
+  char *scratch;             /* (kept alive by the socket user value and the metatable) */
+  size_t head, tail;         /* received, not read yet: buf[head, tail) */
   const char *scan_delim;    /* (a read parked in read_until keeps its delimiter alive) */
-  size_t max_line;
   double timeout;            /* seconds per wait; negative: none */
-  double born;               /* when the stream was made (rv_now()) */
   lua_Integer bytes_in, bytes_out;   /* for getstats */
   int parked_fd;             /* where pipe last parked (its relay hint) */
   int rerr, werr;            /* a recv's or a send's errno that the loop's relay met,
                                 raised by this stream's next receive or send */
+  unsigned streak_at;        /* the scheduler's resumes at the first of them */
   unsigned char rready, hup, eof, wready, wlock;
   unsigned char streak;      /* calls in a row with no resume between (rvs_tired) */
-  unsigned streak_at;        /* the scheduler's resumes at the first of them */
+  /* The rest: buffered reads, lines, getstats. */
+  char *buf;
+  size_t cap;
+  size_t scanned;            /* bytes from head already searched for scan_delim */
+  size_t max_line;
+  double born;               /* when the stream was made (rv_now()) */
 } rv_stream;
 
 /* The upvalues of every stream function (see rv_stream_api). */
