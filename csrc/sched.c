@@ -27,12 +27,13 @@
  * (the task's lua_State, the stream's state and socket, the stream table)
  * has left the cache since that connection's last request, and each of
  * those misses was a tenth of reverb's user time at 500 connections
- * (perf).  A task parking for a read leaves those addresses in hints[fd];
- * dispatch prefetches them for the events a little ahead of the one it
- * handles, so they arrive while the kernel serves the one before.  For
- * prefetching a hint is only an address, never dereferenced, so a stale
- * one (the task finished, the descriptor was reused) costs nothing but a
- * wasted prefetch.
+ * (perf).  A task parking for a read leaves those addresses in hints[fd],
+ * with those of its call frames, stack slots and stream table parts,
+ * which only Lua's own structs tell (peek.c); dispatch prefetches them
+ * for the event after the one it handles, so they arrive while the
+ * kernel serves that one.  For prefetching a hint is only an address,
+ * never dereferenced, so a stale one (the task finished, the descriptor
+ * was reused) costs nothing but a wasted prefetch.
  *
  * Relaying.  A task parked in conn:pipe (reverb serve's echo, a relay)
  * also leaves its destination in the hint, and dispatch moves that
