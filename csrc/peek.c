@@ -10,17 +10,17 @@
  * frames, and the stream table's array (where its state is) and hash part
  * (where a method lookup looks first).  perf put a third of the Lua
  * handler's user time (examples/echo_server.lua) on those loads;
- * prefetching them too took it from 0.85 of the C reference to 0.89-0.90
- * at 5,000 connections (bench/NOTES.md).
+ * prefetching them too made it 2-3% faster at 5,000 connections
+ * (bench/NOTES.md).
  *
  * How.  The API has no call that tells these addresses, so they are read
  * from Lua 5.4's own structs, at fixed offsets (lstate.h, lobject.h; the
- * same from 5.4.0 to 5.4.7).  That is safe only where it was checked:
- * rv_peek_check tries each offset once, on a thread and tables made for
- * the purpose, against what the API can see (a pushed value moves the
- * top by one slot, a called function's frame names its caller and its
- * slot, a stored value lands in the array), and turns peeking off for
- * good at the first difference.  The addresses are read while the task
+ * fields read here are where they are from 5.4.0 to 5.4.7).  That is
+ * safe only where it was checked: rv_peek_check tries each offset, on a
+ * thread and tables made for the purpose, against what the API can see
+ * (a pushed value moves the top by one slot, a called function's frame
+ * names its caller and its slot, a stored value lands in the array), and
+ * a scheduler peeks only if all of it held.  The addresses are read while the task
  * runs (it is parking), when its objects are certainly alive, and only
  * prefetched later: a stale one costs a wasted prefetch, never a read.
  */
@@ -32,7 +32,6 @@
 enum {
   STATE_TOP = 16,      /* lua_State.top: the first free stack slot */
   STATE_CI = 32,       /* lua_State.ci: the running function's CallInfo */
-  STATE_STACK = 48,    /* lua_State.stack: its first slot */
   CI_FUNC = 0,         /* CallInfo.func: the function's stack slot */
   CI_PREVIOUS = 16,    /* CallInfo.previous: the caller's CallInfo */
   TABLE_LSIZENODE = 11, /* Table.lsizenode: log2 of the hash part's size */
@@ -43,9 +42,6 @@ enum {
   SLOT = 16,           /* a stack slot (StackValue) */
   NODE = 24            /* a hash node (Node) */
 };
-
-/* Whether the offsets hold in this Lua: 0 not checked yet, 1 yes, -1 no. */
-static int verdict;
 
 static char *field(const void *base, int offset) {
   char *p;
@@ -64,17 +60,21 @@ static int probe(lua_State *L) {
 }
 
 /* The thread's offsets, on a new thread: one slot in use (its base
-   function's), its base frame inside the lua_State at the bottom of the
-   stack; a push moves the top by a slot; a call's frame as probe sees. */
-static int checkthread(lua_State *T) {
-  char *stack = field(T, STATE_STACK), *top = field(T, STATE_TOP), *base = field(T, STATE_CI);
-  if (stack == NULL || top != stack + SLOT || base <= (char *)T || base + CI_SIZE > (char *)T + STATE_SIZE ||
-      field(base, CI_FUNC) != stack || field(base, CI_PREVIOUS) != NULL)
+   function's), its base frame inside the lua_State, at that slot; a push
+   moves the top by a slot; a call's frame as probe sees it.  What can
+   allocate (the closure) is made on L, where an error raises as usual,
+   and moved over: T has no protected call of its own to catch one. */
+static int checkthread(lua_State *L, lua_State *T) {
+  char *top = field(T, STATE_TOP), *base = field(T, STATE_CI);
+  if (top == NULL || base <= (char *)T || base + CI_SIZE > (char *)T + STATE_SIZE ||
+      field(base, CI_FUNC) + SLOT != top || field(base, CI_PREVIOUS) != NULL)
     return 0;
-  lua_pushlightuserdata(T, top);   /* where the closure will sit */
+  lua_pushnil(T);
   if (field(T, STATE_TOP) != top + SLOT) return 0;
-  lua_pushlightuserdata(T, base);
-  lua_pushcclosure(T, probe, 2);
+  lua_pushlightuserdata(L, top + SLOT);   /* where the closure will sit in T */
+  lua_pushlightuserdata(L, base);
+  lua_pushcclosure(L, probe, 2);
+  lua_xmove(L, T, 1);
   return lua_pcall(T, 0, 1, 0) == LUA_OK && lua_toboolean(T, -1);
 }
 
@@ -101,17 +101,14 @@ static int checktables(lua_State *L) {
 }
 
 int rv_peek_check(lua_State *L) {
-  if (verdict == 0) {
-    int ok = sizeof(void *) == 8 && checkthread(lua_newthread(L));
-    lua_pop(L, 1);
-    verdict = ok && checktables(L) ? 1 : -1;
-  }
-  return verdict > 0;
+  int ok = sizeof(void *) == 8 && checkthread(L, lua_newthread(L));
+  lua_pop(L, 1);
+  return ok && checktables(L);
 }
 
+/* Only where rv_peek_check said yes (the scheduler keeps its answer). */
 void rv_peek_task(lua_State *L, const void *table, rv_hint *h) {
   char *ci, *caller;
-  if (verdict <= 0) return;
   ci = field(L, STATE_CI);   /* the C function that parks (a read) */
   caller = field(ci, CI_PREVIOUS);
   h->frame = (uintptr_t)ci;

@@ -108,6 +108,7 @@ typedef struct rv_sched {
   int nhints;
   unsigned resumes;     /* resumes so far: a stream's calls with none between
                            them are one task's, not letting go (stream.h) */
+  int peeking;          /* whether peek.c's offsets hold in this Lua */
 } rv_sched;
 extern RV_HIDDEN const char rv_sched_wait;
 RV_HIDDEN void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h);

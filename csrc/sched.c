@@ -213,8 +213,8 @@ void rv_sched_hint(rv_sched *S, int fd, const rv_hint *h) {
 
 /* Prefetches the lines the wake of the task parked on fd reads first:
    the lua_State (some 200 bytes), the stream's state (its first 104
-   bytes, and the userdata header, 56 bytes in Lua 5.4, in front of them:
-   what stream.h puts first), the socket
+   bytes, what stream.h puts first, and the userdata header in front of
+   them, 72 bytes in Lua 5.4 with two user values), the socket
    and the stream table; and where peek.c could tell them, the two call
    frames (64 bytes each), the stack from the caller's slots to the
    parked call's (the handler's locals, the read's arguments), the
@@ -229,9 +229,9 @@ __attribute__((always_inline)) static inline void prefetch(const sched *S, int f
   PF(h->task);
   PF(h->task + 64);
   PF(h->task + 128);
-  PF(h->state - 56);
-  PF(h->state + 8);
-  PF(h->state + 72);
+  PF(h->state - 72);
+  PF(h->state - 8);
+  PF(h->state + 56);
   PF(h->state + 103);
   PF(h->sock);
   PF(h->self);
@@ -342,6 +342,7 @@ static int l_scheduler(lua_State *L) {
   S->hints = NULL;
   S->nhints = 0;
   S->resumes = 0;
+  S->peeking = 0;
   lua_createtable(L, 0, 1);   /* its metatable: __gc frees the hints */
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_drop_hints, 1);
@@ -356,7 +357,8 @@ static int l_scheduler(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&closed);
   lua_setfield(L, -2, "CLOSED");
   /* Whether parked tasks' frames are prefetched too (peek.c). */
-  lua_pushboolean(L, rv_peek_check(L));
+  S->peeking = rv_peek_check(L);
+  lua_pushboolean(L, S->peeking);
   lua_setfield(L, -2, "peeking");
   return 1;
 }

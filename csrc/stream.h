@@ -19,12 +19,12 @@
 
 typedef struct rv_stream {
   /* What every request touches first, together (after the userdata's
-     56-byte header): two or three cache lines where the fields in their
-     first order took four or five. */
+     72-byte header): three cache lines where the fields in their first
+     order took four or five. */
   const char *tag;           /* marks a stream state (see rvs_tostate) */
   rv_socket *sock;           /* fd -1 once closed */
   rv_sched *sched;           /* the loop's, and its scratch buffer */
-  char *scratch;             /* (kept alive by the socket user value and the metatable) */
+  char *scratch;             /* (all three kept alive by the state's user values) */
   size_t head, tail;         /* received, not read yet: buf[head, tail) */
   const char *scan_delim;    /* (a read parked in read_until keeps its delimiter alive) */
   double timeout;            /* seconds per wait; negative: none */
