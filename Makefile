@@ -96,7 +96,7 @@ check-valgrind: build
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite $(LUA) spec/run.lua
 
 lint: deps-check
-	luacheck -q --no-color lua bin spec examples
+	luacheck -q --no-color lua bin spec examples bench
 	cppcheck -q --error-exitcode=1 --enable=warning,style,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem --suppress=toomanyconfigs -Ibuild -Icsrc \
 	  -I$(LUA_INCDIR) --std=c11 csrc

@@ -18,7 +18,9 @@
 #
 # reverb serve's rows also give their bar (the least ratio to C, or the
 # most bytes per idle connection) and whether it holds; the last line
-# says how many held.  examples/echo_server.lua's rows are reported only.
+# says how many held.  examples/echo_server.lua's rows are reported only,
+# and so, where LuaSocket is installed, are those of the server written
+# with it (bench/luasocket_echo.lua, a socket.select loop), for context.
 #
 # Results also go to bench/results.txt, the ping-pong figures to
 # bench/pingpong.dat and their chart to bench/pingpong.svg (bench/chart.sh,
@@ -56,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 # start NAME: starts a server pinned to the server core; sets PID_NAME and
-# PORT_NAME (NAME: c, reverb, example, workers2).
+# PORT_NAME (NAME: c, reverb, example, workers2, luasocket).
 start() {
   local name=$1 log="$tmp/$1.log" pid port=""
   case $name in
@@ -64,6 +66,7 @@ start() {
     reverb)   taskset -c $SERVER_CPU bin/reverb serve 0 >"$log" 2>&1 & ;;
     example)  taskset -c $SERVER_CPU bin/reverb run examples/echo_server.lua 0 >"$log" 2>&1 & ;;
     workers2) bin/reverb serve 0 --workers 2 >"$log" 2>&1 & ;;
+    luasocket) taskset -c $SERVER_CPU lua5.4 bench/luasocket_echo.lua 0 >"$log" 2>&1 & ;;
   esac
   pid=$!
   pids+=("$pid")
@@ -175,6 +178,23 @@ for sc in "${SCENARIOS[@]}"; do
 done
 
 if [ $QUICK = 0 ]; then
+  # For context, the server a Lua programmer writes with LuaSocket today
+  # (one socket.select loop, bench/luasocket_echo.lua), where it is
+  # installed; select's 1,024 descriptors keep it to 500 connections.
+  if lua5.4 -e 'require "socket"' 2>/dev/null; then
+    for conns in 50 500; do
+      start c
+      start luasocket
+      compare c luasocket pingpong "$conns" 64 0.2 20
+      row "LuaSocket select, $conns" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" \
+        "req/s (bench/luasocket_echo.lua, for context)"
+      stop c
+      stop luasocket
+    done
+  else
+    echo "(LuaSocket not installed, its rows skipped; on Debian: apt-get install lua-socket)" |
+      tee -a bench/results.txt
+  fi
   # --workers 2 against one pinned process: the two workers are not
   # pinned, so one of them shares its core with the load generator.
   start reverb
