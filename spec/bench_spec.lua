@@ -48,6 +48,27 @@ function TestBench.test_loadgen_alternates_between_c_echo_and_reverb_serve()
   os.remove(rout)
 end
 
+-- The LuaSocket server bench/run.sh measures for context echoes every
+-- byte, from each of its clients, and stays up as clients come and go.
+-- (Skipped where LuaSocket is not installed, as the bench skips it.)
+function TestBench.test_the_luasocket_context_server_echoes_every_byte()
+  if not pcall(require, "socket") then
+    lu.skip("LuaSocket is not installed (Debian: lua-socket)")
+  end
+  build()
+  local pid, out = H.start("exec lua5.4 bench/luasocket_echo.lua 0")
+  local port = H.await_output(out, "listening 127%.0%.0%.1:(%d+)")
+  for _, conns in ipairs { 1, 20 } do   -- the second run's clients come after the first's left
+    local got, status = H.sh("bench/build/loadgen --port " .. port ..
+      " --mode pingpong --conns " .. conns .. " --size 100 --duration 0.3 --warmup 0")
+    lu.assertEquals(status, 0, got)
+    lu.assertEquals(result(got).errors, "0", got)
+    lu.assertTrue(tonumber(result(got).rate) > 0, got)
+  end
+  H.stop(pid)
+  os.remove(out)
+end
+
 -- A server that does not echo what it was sent is an error, not a rate.
 function TestBench.test_loadgen_counts_a_wrong_echo_as_an_error()
   build()
