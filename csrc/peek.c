@@ -20,9 +20,10 @@
  * thread and tables made for the purpose, against what the API can see
  * (a pushed value moves the top by one slot, a called function's frame
  * names its caller and its slot, a stored value lands in the array), and
- * a scheduler peeks only if all of it held.  The addresses are read while the task
- * runs (it is parking), when its objects are certainly alive, and only
- * prefetched later: a stale one costs a wasted prefetch, never a read.
+ * a scheduler peeks only if all of it held.  The addresses are read while
+ * the task runs (it is parking), when its objects are certainly alive,
+ * and only prefetched later: a stale one costs a wasted prefetch, never a
+ * read.
  */
 #include <string.h>
 

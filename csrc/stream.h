@@ -19,8 +19,8 @@
 
 typedef struct rv_stream {
   /* What every request touches first, together (after the userdata's
-     72-byte header): three cache lines where the fields in their first
-     order took four or five. */
+     72-byte header): three or four cache lines where the fields in their
+     first order took four or five. */
   const char *tag;           /* marks a stream state (see rvs_tostate) */
   rv_socket *sock;           /* fd -1 once closed */
   rv_sched *sched;           /* the loop's, and its scratch buffer */

@@ -44,7 +44,7 @@ end
 
 --- A task parked in a read has its call frames and its stream table's
 --- parts prefetched when the loop wakes it, addresses only Lua's own
---- structs tell (csrc/peek.c), whose layout is checked once against the
+--- structs tell (csrc/peek.c), whose layout is checked against the
 --- running Lua. Off, everything works, only slower at thousands of
 --- connections: this says when a new Lua has turned it off.
 function TestStream.test_this_lua_lets_dispatch_prefetch_parked_frames()
