@@ -46,7 +46,7 @@ while true do
           i = (sent or upto) + 1
         end
       end
-      if err == "closed" then drop(s) end
+      if err and err ~= "timeout" then drop(s) end   -- closed, or reset
     end
   end
 end
