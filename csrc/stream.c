@@ -147,8 +147,7 @@ int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay) {
   h.relay = (uintptr_t)relay;
   if (relay == NULL && s->sched->peeking)   /* (a relay wakes no frame) */
     rv_peek_task(L, (const void *)h.self, &h);
-  s->parked_fd = fd;
-  s->streak = 0;
+  s->parked_fd = fd;   /* (its streak starts again: it is resumed, see rvs_tired) */
   rv_sched_hint(s->sched, fd, &h);
   lua_pushthread(L);
   lua_rawseti(L, lua_upvalueindex(UV_READERS), fd);
@@ -179,8 +178,12 @@ void rvs_call_pause(lua_State *L, rv_stream *s, lua_KContext ctx, lua_KFunction 
   lua_callk(L, 0, 1, ctx, k);
 }
 
-/* Takes the wake value off the top: ready, or raise what went wrong. */
-void rvs_woken(lua_State *L, rv_stream *s, int write, const char *op) {
+/* Takes the wake value, at index at, off the top: ready, or raise what
+   went wrong.  The stack is first made to end there, whatever the resume
+   passed: a stray resume with no value must not take what lies below
+   for one. */
+void rvs_woken(lua_State *L, rv_stream *s, int write, const char *op, int at) {
+  if (lua_gettop(L) != at) lua_settop(L, at);
   if (lua_toboolean(L, -1)) {
     lua_pop(L, 1);
     if (write) s->wready = 1;

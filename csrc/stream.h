@@ -126,7 +126,7 @@ RV_HIDDEN int rvs_park(lua_State *L, rv_stream *s, const rv_stream *relay);
 RV_HIDDEN void rvs_call_wait(lua_State *L, rv_stream *s, int write, lua_KContext ctx,
                              lua_KFunction k);
 RV_HIDDEN void rvs_call_pause(lua_State *L, rv_stream *s, lua_KContext ctx, lua_KFunction k);
-RV_HIDDEN void rvs_woken(lua_State *L, rv_stream *s, int write, const char *op);
+RV_HIDDEN void rvs_woken(lua_State *L, rv_stream *s, int write, const char *op, int at);
 
 /* stream_read.c, stream_write.c: their methods, and the receive pipe shares */
 extern RV_HIDDEN const luaL_Reg rv_stream_reads[];

@@ -133,7 +133,7 @@ static int reading(lua_State *L, rv_stream *s, lua_KContext rq) {
     if (!s->rready) {
       if (rvs_park(L, s, NULL)) return lua_yieldk(L, 1, rq, readk);
       rvs_call_wait(L, s, 0, rq, readk);
-      rvs_woken(L, s, 0, opnames[OP(rq)]);
+      rvs_woken(L, s, 0, opnames[OP(rq)], I_STATE + 1);
       continue;
     }
     got = rvs_receive(L, s, scratch);
@@ -151,11 +151,16 @@ static int reading(lua_State *L, rv_stream *s, lua_KContext rq) {
 static int readk(lua_State *L, int status, lua_KContext rq) {
   rv_stream *s = (rv_stream *)lua_touserdata(L, I_STATE);
   (void)status;
-  /* One wake value above the state, whatever the resume passed (a stray
-     resume with none must not take the state for it). */
-  if (lua_gettop(L) != I_STATE + 1) lua_settop(L, I_STATE + 1);
-  rvs_woken(L, s, 0, opnames[OP(rq)]);
+  rvs_woken(L, s, 0, opnames[OP(rq)], I_STATE + 1);   /* one wake value above the state */
   return reading(L, s, rq);
+}
+
+/* A read resumed after its pause (rvs_call_pause): the pause's value
+   dropped, and nothing learnt about the socket. */
+static int read_pausedk(lua_State *L, int status, lua_KContext rq) {
+  (void)status;
+  lua_settop(L, I_STATE);
+  return reading(L, (rv_stream *)lua_touserdata(L, I_STATE), rq);
 }
 
 /* Starts a read: the stack becomes self, argument, state (I_STATE). */
@@ -166,7 +171,7 @@ static int startread(lua_State *L, int op, lua_Integer size) {
   if (size > MAX_SIZE) size = MAX_SIZE;
   s->scan_delim = NULL;   /* what an earlier call searched was for its own delimiter */
   if (rvs_tired(s, STREAK)) {   /* a turn for the rest of the loop first */
-    rvs_call_pause(L, s, (lua_KContext)size << OP_BITS | op, readk);
+    rvs_call_pause(L, s, (lua_KContext)size << OP_BITS | op, read_pausedk);
     lua_pop(L, 1);
   }
   return reading(L, s, (lua_KContext)size << OP_BITS | op);

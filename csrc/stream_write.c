@@ -133,8 +133,7 @@ static int s_send(lua_State *L) {
 static int writablek(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
-  lua_settop(L, 3);   /* self, state, one wake value (as readk) */
-  rvs_woken(L, (rv_stream *)lua_touserdata(L, 2), 1, "write");
+  rvs_woken(L, (rv_stream *)lua_touserdata(L, 2), 1, "write", 3);   /* self, state, value */
   return 0;
 }
 
@@ -164,8 +163,16 @@ static int pipe_readk(lua_State *L, int status, lua_KContext ctx) {
   /* Resumed, however: the loop must not relay for this task any more
      (the hint is the parked task's until another parks on fd). */
   if (fd >= 0 && fd < S->nhints && S->hints[fd].state == (uintptr_t)s) S->hints[fd].relay = 0;
-  lua_settop(L, P_BASE + 1);   /* one wake value (as readk) */
-  rvs_woken(L, s, 0, "pipe");
+  rvs_woken(L, s, 0, "pipe", P_BASE + 1);
+  return piping(L);
+}
+
+/* pipe resumed after its pause: nothing learnt about the socket (pipe
+   pauses only while it is readable). */
+static int pipe_pausedk(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lua_settop(L, P_BASE);
   return piping(L);
 }
 
@@ -219,12 +226,12 @@ static int piping(lua_State *L) {
     if (!s->rready) {
       if (rvs_park(L, s, d)) return lua_yieldk(L, 1, 0, pipe_readk);
       rvs_call_wait(L, s, 0, 0, pipe_readk);
-      rvs_woken(L, s, 0, "pipe");
+      rvs_woken(L, s, 0, "pipe", P_BASE + 1);
       continue;
     }
     if (rvs_tired(s, PIPE_STREAK)) {   /* (see rvs_call_pause) */
-      rvs_call_pause(L, s, 0, pipe_readk);
-      rvs_woken(L, s, 0, "pipe");
+      rvs_call_pause(L, s, 0, pipe_pausedk);
+      lua_settop(L, P_BASE);
       continue;
     }
     got = rvs_receive(L, s, s->scratch);

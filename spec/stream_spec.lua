@@ -73,6 +73,38 @@ function TestStream.test_reads_parked_from_any_frame_wake_with_their_data()
   end) }, { "one", "two", "three" })
 end
 
+--- A read that paused to let the loop have a turn (after 64 calls in a
+--- row) learns nothing about its socket from the pause: once the buffer
+--- is empty it waits for epoll, as any read after a short receive does.
+--- (The pause's wake marked the socket readable, and the next read paid a
+--- recv that said EAGAIN.) Counted with strace, in a script of its own.
+function TestStream.test_a_paused_read_makes_no_recv_that_says_eagain()
+  local script = H.file([[
+local reverb = require "reverb"
+local core = require "reverb.core"
+local stream = require "reverb.stream"
+local a, b = core.socketpair()
+a:setblocking(false)
+b:setblocking(false)
+local w, r = stream.new(a, "a"), stream.new(b, "b")
+w:write(string.rep("line\n", 70))   -- 70 reads from one receive: a pause among them
+reverb.spawn(function()
+  for _ = 1, 70 do assert(r:read_line() == "line") end
+  io.write(r:read_line(), "\n")
+end)
+reverb.spawn(function() reverb.sleep(0.05) w:write("late\n") end)
+reverb.run()
+]], ".lua")
+  local trace = H.tmpname()
+  local out, status = H.sh(("strace -f -e trace=recvfrom -o %s lua5.4 %s"):format(trace, script))
+  lu.assertEquals({ out, status }, { "late\n", 0 })
+  local calls = H.slurp(trace)
+  lu.assertStrContains(calls, '"late')   -- (the trace is of the right reads)
+  lu.assertNotStrContains(calls, "EAGAIN")
+  os.remove(trace)
+  os.remove(script)
+end
+
 function TestStream.test_line_longer_than_max_line_raises()
   local p <close> = pair { max_line = 100 }
   reverb.spawn(function() p[1]:write(string.rep("x", 1000), "\n") end)

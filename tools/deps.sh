@@ -22,7 +22,8 @@ for need in "$@"; do
     [ -f "$LUA_INCDIR/lua.h" ] || want liblua5.4-dev
     "$LUA" -e 'require "luaunit"' >/dev/null 2>&1 || want lua-unit
     have nc || want netcat-openbsd
-    have socat || want socat ;;
+    have socat || want socat
+    have strace || want strace ;;
   check)
     have valgrind || want valgrind
     have cppcheck || want cppcheck
@@ -50,5 +51,5 @@ if have apt-get; then
   exit 0
 fi
 
-echo "reverb: missing$missing -- install Lua 5.4 with its headers, luaunit, netcat, socat (and valgrind, cppcheck, luacheck for 'make check') with your package manager" >&2
+echo "reverb: missing$missing -- install Lua 5.4 with its headers, luaunit, netcat, socat, strace (and valgrind, cppcheck, luacheck for 'make check') with your package manager" >&2
 exit 1
