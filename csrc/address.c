@@ -175,36 +175,37 @@ int rv_getaddr(lua_State *L, rv_socket *s, int argidx, const char *op,
 static int l_getaddrinfo(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   struct addrinfo hints, *res = NULL;
+  struct sockaddr_storage found[32];   /* more than any name has */
+  socklen_t lens[32];
   int rc, n = 0;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc != 0) return rv_fail_gai(L, "getaddrinfo", rc, host);
-  lua_newtable(L);
-  for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-    char text[INET6_ADDRSTRLEN];
-    const void *a;
+  /* Copied out, repeats left behind, and the list freed before any Lua
+     object is made: an allocation that raises must not leak it. */
+  for (const struct addrinfo *ai = res; ai != NULL && n < 32; ai = ai->ai_next) {
     int dup = 0;
-    if (ai->ai_family == AF_INET) a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
-    else if (ai->ai_family == AF_INET6) a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-    else continue;
-    inet_ntop(ai->ai_family, a, text, sizeof text);
-    for (int i = 1; i <= n && !dup; i++) {
-      lua_rawgeti(L, -1, i);
-      lua_getfield(L, -1, "host");
-      dup = strcmp(lua_tostring(L, -1), text) == 0;
-      lua_pop(L, 2);
-    }
-    if (dup) continue;
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, ai->ai_family == AF_INET ? "inet" : "inet6");
-    lua_setfield(L, -2, "family");
-    lua_pushstring(L, text);
-    lua_setfield(L, -2, "host");
-    lua_rawseti(L, -2, ++n);
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    for (int i = 0; i < n && !dup; i++)
+      dup = lens[i] == ai->ai_addrlen && memcmp(&found[i], ai->ai_addr, lens[i]) == 0;
+    if (dup || ai->ai_addrlen > sizeof found[n]) continue;
+    memcpy(&found[n], ai->ai_addr, ai->ai_addrlen);
+    lens[n++] = ai->ai_addrlen;
   }
   freeaddrinfo(res);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    const struct sockaddr *sa = (const struct sockaddr *)&found[i];
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, sa->sa_family == AF_INET ? "inet" : "inet6");
+    lua_setfield(L, -2, "family");
+    rv_push_addr(L, sa, lens[i]);   /* host, port (0: not asked for) */
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "host");
+    lua_rawseti(L, -2, i + 1);
+  }
   return 1;
 }
 
