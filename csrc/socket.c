@@ -209,6 +209,7 @@ static int sock_gc(lua_State *L) {
    event.  The owner's close comes back here, no longer owned, to close
    the descriptor. */
 static int sock_close(lua_State *L) {
+  int failed = 0;
   luaL_checkudata(L, 1, RV_SOCKET);
   lua_settop(L, 1);   /* __close passes the error too; close(x) an x */
   if (lua_getiuservalue(L, 1, 1) != LUA_TNIL) {
@@ -216,11 +217,11 @@ static int sock_close(lua_State *L) {
     lua_setiuservalue(L, 1, 1);
     if (lua_getfield(L, 2, "close") == LUA_TFUNCTION) {
       lua_insert(L, 2);
-      lua_call(L, 1, 0);
+      failed = lua_pcall(L, 1, 0, 0) != LUA_OK;   /* the descriptor closes all the same */
     }
   }
-  lua_settop(L, 1);
-  sock_gc(L);
+  sock_gc(L);   /* (index 1; the owner's error, if any, stays on top) */
+  if (failed) return lua_error(L);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -227,6 +227,17 @@ local function fd_open(fd)
   return os.execute("test -L /proc/" .. core.getpid() .. "/fd/" .. fd) == true
 end
 
+-- A socket whose owner's close raises is closed all the same, and the
+-- error reaches the caller (its descriptor stayed open until collected).
+function TestSocket.test_close_closes_even_when_the_owner_raises()
+  local s = core.socket()
+  local fd = s:fileno()
+  s:setowner({ close = function() error("owner failed") end })
+  lu.assertErrorMsgContains("owner failed", s.close, s)
+  lu.assertFalse(fd_open(fd), "the descriptor is closed")
+  H.raises("EBADF", s.fileno, s)
+end
+
 function TestSocket.test_to_be_closed_and_garbage_collected()
   local fd
   do
