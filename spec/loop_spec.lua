@@ -109,6 +109,29 @@ function TestLoop.test_a_task_failing_as_resume_would_is_reported()
   lu.assertEquals(loop.failures(), before + 1)
 end
 
+-- After a top-level wait, the loop waits in epoll again rather than
+-- polling: its wake was left standing, and a run() after it spun at full
+-- CPU until its tasks were done (`reverb send` did, waiting for a reply).
+-- Counted with strace, in a script of its own: a few epoll_waits, not
+-- thousands.
+function TestLoop.test_run_after_a_top_level_wait_does_not_spin()
+  local script = H.file([[
+local reverb = require "reverb"
+reverb.sleep(0.01)
+reverb.spawn(function() reverb.sleep(0.3) end)
+reverb.run()
+print("done")
+]], ".lua")
+  local trace = H.tmpname()
+  local out, status = H.sh(("strace -f -e trace=epoll_wait,epoll_pwait -o %s lua5.4 %s")
+    :format(trace, script))
+  lu.assertEquals({ out, status }, { "done\n", 0 })
+  local _, waits = H.slurp(trace):gsub("epoll_p?wait%(", "")
+  lu.assertTrue(waits > 0 and waits < 50, waits .. " epoll_waits for two sleeps")
+  os.remove(trace)
+  os.remove(script)
+end
+
 function TestLoop.test_top_level_sleep_keeps_tasks_running()
   local ticks = 0
   reverb.spawn(function()

@@ -259,7 +259,11 @@ local function suspend(who)
   if who ~= MAIN then return yield(WAIT) end
   main_woken, main_value = false, nil
   repeat step() until main_woken
-  return main_value
+  -- taken: a wake left standing would make every later turn poll
+  -- without waiting (run() after a top-level wait spun at full CPU)
+  local value = main_value
+  main_woken, main_value = false, nil
+  return value
 end
 
 -- Timers are heap entries { t = when, co = waiter }. A watcher's wait
