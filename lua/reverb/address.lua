@@ -5,9 +5,15 @@
 -- otherwise run into the port's). Peers of streams, the command's
 -- "listening on" lines and log lines all go through here.
 
---- host (a numeric address or a name) and port as "host:port".
-local function hostport(host, port)
-  return (host:find(":", 1, true) and "[" .. host .. "]" or host) .. ":" .. port
+--- Whether host (a numeric address or a name) is an IPv6 address: only
+-- those have colons. The socket family to use for it, too.
+local function ipv6(host)
+  return host:find(":", 1, true) ~= nil
 end
 
-return { hostport = hostport }
+--- host and port as "host:port".
+local function hostport(host, port)
+  return (ipv6(host) and "[" .. host .. "]" or host) .. ":" .. port
+end
+
+return { hostport = hostport, ipv6 = ipv6 }

@@ -10,6 +10,7 @@ local reverb = require "reverb"
 local core = require "reverb.core"
 local cli = require "reverb.cli"
 local stdio = require "reverb.stdio"
+local ipv6 = require("reverb.address").ipv6
 
 -- How a peer that closed or reset shows in a write (and in the shutdown
 -- after it: ENOTCONN).
@@ -77,7 +78,7 @@ local MAX_DATAGRAM = 65507
 
 local function connect_udp(host, port, trace)
   -- the family of the host, as TCP's connect picks it
-  local u = reverb.udp { family = host:find(":", 1, true) and "inet6" or "inet" }
+  local u = reverb.udp { family = ipv6(host) and "inet6" or "inet" }
   run_tasks(function()
     pump_stdin(function(data)
       for i = 1, #data, MAX_DATAGRAM do

@@ -11,7 +11,8 @@ local reverb = require "reverb"
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local cli = require "reverb.cli"
-local hostport = require("reverb.address").hostport
+local address = require "reverb.address"
+local hostport = address.hostport
 
 local SPEC = {
   values = { ["--host"] = "host", ["--unix"] = "unix", ["--workers"] = "workers",
@@ -108,7 +109,7 @@ local function supervise(o, n)
   -- top level is the workers' to run); one that fails as it runs makes
   -- the workers end as they start, and the supervisor gives up below.
   if o.script then cli.load(o.script) end
-  local family = o.host:find(":", 1, true) and "inet6" or "inet"
+  local family = address.ipv6(o.host) and "inet6" or "inet"
   if o.port ~= 0 then
     -- The workers share the port through SO_REUSEPORT, which would share
     -- it with anyone else's listener too: a port in use fails here, as

@@ -7,7 +7,8 @@
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local stream = require "reverb.stream"
-local hostport = require("reverb.address").hostport
+local address = require "reverb.address"
+local hostport, ipv6 = address.hostport, address.ipv6
 
 local function fail(sock, err)
   sock:close()
@@ -80,7 +81,7 @@ local function connect(host, port, opts)
       (type(port) == "number" and port or type(port)) .. ")", 2)
   end
   local peer = hostport(host, n)
-  if host:find(":", 1, true) then return attempt("inet6", host, n, peer, opts, t) end
+  if ipv6(host) then return attempt("inet6", host, n, peer, opts, t) end
   if host:find("^[%d.]+$") or host == "*" then return attempt("inet", host, n, peer, opts, t) end
   -- A name: each of its addresses in turn, within one timeout, until one
   -- answers; the last failure if none does.

@@ -13,7 +13,8 @@
 local core = require "reverb.core"
 local loop = require "reverb.loop"
 local stream = require "reverb.stream"
-local hostport = require("reverb.address").hostport
+local address = require "reverb.address"
+local hostport, ipv6 = address.hostport, address.ipv6
 
 local accept = core.methods.accept
 local traceback = debug.traceback
@@ -198,7 +199,7 @@ end
 
 local function listen(opts)
   local family = opts.unix and "unix"
-    or (opts.host:find(":", 1, true) and "inet6") or "inet"
+    or (ipv6(opts.host) and "inet6") or "inet"
   local sock = core.socket(family)
   local ok, err = pcall(function()
     if opts.unix then

@@ -5,6 +5,7 @@
 
 local core = require "reverb.core"
 local loop = require "reverb.loop"
+local ipv6 = require("reverb.address").ipv6
 
 local methods = core.methods
 local sendto, recvfrom = methods.sendto, methods.recvfrom
@@ -124,7 +125,7 @@ local function udp(host, port)
       opts.family .. "\")", 2)
   end
   local family = opts.unix and "unix"
-    or (opts.host and opts.host:find(":", 1, true) and "inet6") or opts.family or "inet"
+    or (opts.host and ipv6(opts.host) and "inet6") or opts.family or "inet"
   local sock = core.socket(family, "dgram")
   local ok, err = pcall(function()
     if opts.unix then
