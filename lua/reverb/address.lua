@@ -16,4 +16,18 @@ local function hostport(host, port)
   return (ipv6(host) and "[" .. host .. "]" or host) .. ":" .. port
 end
 
-return { hostport = hostport, ipv6 = ipv6 }
+--- v as a port number, 0-65535 ("8080" and 8080.0 too, as bind takes
+-- them), or nil.
+local function port(v)
+  local n = math.tointeger(tonumber(v))
+  if n and n >= 0 and n <= 65535 then return n end
+end
+
+--- Raises the argument error of v, given for a port, at the caller of
+-- fname (the function that checks it).
+local function bad_port(fname, argn, v)
+  error(("bad argument #%d to '%s' (port 0-65535 expected, got %s)")
+    :format(argn, fname, type(v) == "number" and v or type(v)), 3)
+end
+
+return { hostport = hostport, ipv6 = ipv6, port = port, bad_port = bad_port }

@@ -194,8 +194,8 @@ function M.number(cmd, what, v, integer)
 end
 
 function M.port(cmd, v)
-  local p = math.tointeger(tonumber(v))
-  if not p or p < 0 or p > 65535 then M.usage(cmd, "PORT must be 0-65535, not '" .. v .. "'") end
+  local p = require("reverb.address").port(v)
+  if not p then M.usage(cmd, "PORT must be 0-65535, not '" .. v .. "'") end
   return p
 end
 

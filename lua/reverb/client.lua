@@ -75,11 +75,8 @@ local function connect(host, port, opts)
   if type(host) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
   end
-  local n = math.tointeger(tonumber(port))   -- "8080" too, as serve and bind take it
-  if not n or n < 0 or n > 65535 then
-    error("bad argument #2 to 'connect' (port 0-65535 expected, got " ..
-      (type(port) == "number" and port or type(port)) .. ")", 2)
-  end
+  local n = address.port(port)   -- "8080" too, as serve and bind take it
+  if not n then address.bad_port("connect", 2, port) end
   local peer = hostport(host, n)
   if ipv6(host) then return attempt("inet6", host, n, peer, opts, t) end
   if host:find("^[%d.]+$") or host == "*" then return attempt("inet", host, n, peer, opts, t) end

@@ -226,10 +226,7 @@ local function is_function(v) return type(v) == "function" end
 local OPTIONS = {   -- option -> its test, and what the test wants (for the message)
   host = { is_string, "string" },
   unix = { function(v) return is_string(v) and v ~= "" end, "non-empty path" },
-  port = { function(v)   -- "8080" and 8080.0 too, as bind takes them (port = arg[1])
-             local n = math.tointeger(tonumber(v))
-             return n ~= nil and n >= 0 and n <= 65535
-           end, "port 0-65535" },
+  port = { function(v) return address.port(v) ~= nil end, "port 0-65535" },   -- (port = arg[1])
   backlog = { function(v) return math.type(v) == "integer" end, "integer" },
   idle_timeout = { function(v) return type(v) == "number" and v >= 0 end, "non-negative number" },
   max_line = { function(v) return math.type(v) == "integer" and v >= 1 end, "positive integer" },

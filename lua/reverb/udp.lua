@@ -5,7 +5,8 @@
 
 local core = require "reverb.core"
 local loop = require "reverb.loop"
-local ipv6 = require("reverb.address").ipv6
+local address = require "reverb.address"
+local ipv6, isport, bad_port = address.ipv6, address.port, address.bad_port
 
 local methods = core.methods
 local sendto, recvfrom = methods.sendto, methods.recvfrom
@@ -25,12 +26,6 @@ local function await(self, field, op, deadline)
   error(core.error(op, "EBADF", "socket is closed"))
 end
 
--- Whether v is a port number, as bind and sendto take it ("53" too).
-local function isport(v)
-  local n = math.tointeger(tonumber(v))
-  return n ~= nil and n >= 0 and n <= 65535
-end
-
 --- Sends one datagram; returns the bytes sent.
 function Udp:sendto(data, host, port)
   -- checked here, numbered as the method call counts (core's sendto
@@ -43,10 +38,7 @@ function Udp:sendto(data, host, port)
     error("bad argument #2 to 'sendto' (" .. (self.unix and "path" or "host") ..
       " expected, got " .. type(host) .. ")", 2)
   end
-  if not self.unix and not isport(port) then
-    error("bad argument #3 to 'sendto' (port 0-65535 expected, got " ..
-      (type(port) == "number" and port or type(port)) .. ")", 2)
-  end
+  if not self.unix and not isport(port) then bad_port("sendto", 3, port) end
   local deadline, pause = self.timeout and core.now() + self.timeout, nil
   while true do
     local n = sendto(self.socket, data, host, port)
@@ -116,9 +108,7 @@ local function udp(host, port)
     error("bad argument #1 to 'udp' (unix: non-empty path expected)", 2)
   end
   if opts.port ~= nil and not isport(opts.port) then
-    error("bad argument #" .. (type(host) == "table" and 1 or 2) ..
-      " to 'udp' (port 0-65535 expected, got " ..
-      (type(opts.port) == "number" and opts.port or type(opts.port)) .. ")", 2)
+    bad_port("udp", type(host) == "table" and 1 or 2, opts.port)
   end
   if opts.family and not FAMILIES[opts.family] then
     error("bad argument #1 to 'udp' (family: \"inet\" or \"inet6\" expected, got \"" ..
