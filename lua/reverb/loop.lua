@@ -287,10 +287,12 @@ end
 -- its deadline: thousands a second, for as long as the timeout.
 local ndead = 0
 
+-- (In the heap, live == false marks only these: a watcher's entry that
+-- fires leaves the heap first; a sleep's has no live at all.)
 local function dead(e)
-  e.live, e.dead, ndead = false, true, ndead + 1
+  e.live, ndead = false, ndead + 1
   if ndead > 256 and ndead * 2 > timers.size then
-    timers = heap.filter(timers, function(x) return not x.dead end)
+    timers = heap.filter(timers, function(x) return x.live ~= false end)
     ndead = 0
   end
 end
@@ -522,7 +524,7 @@ local function fire_timers(t)
     if e.t > t then return end
     heap.pop(timers)
     local w, co = e.w, e.co
-    if e.dead then
+    if e.live == false then   -- dead (above)
       ndead = ndead - 1
     elseif not w then
       if co then resume_waiter(co, false) end
