@@ -37,24 +37,22 @@ static const struct { int level, name; enum kind kind; } options[] = {
 /* linger: a number of seconds, false (off), or LuaSocket's {on=, timeout=} */
 static struct linger checklinger(lua_State *L, int idx) {
   struct linger l = { 0, 0 };
+  lua_Integer secs = 0;
+  int isint = 1;
   if (lua_istable(L, idx)) {
-    lua_Integer secs;
-    int isint = 1;
     lua_getfield(L, idx, "on");
     lua_getfield(L, idx, "timeout");
     l.l_onoff = lua_toboolean(L, -2);
-    secs = lua_isnil(L, -1) ? 0 : lua_tointegerx(L, -1, &isint);
-    /* the kernel would take a negative one as "linger forever" */
-    luaL_argcheck(L, isint && secs >= 0 && secs <= 65535, idx,
-                  "linger timeout must be 0-65535 seconds");
-    l.l_linger = (int)secs;
+    if (!lua_isnil(L, -1)) secs = lua_tointegerx(L, -1, &isint);
     lua_pop(L, 2);
   } else if (!lua_isboolean(L, idx) || lua_toboolean(L, idx)) {
-    lua_Integer secs = luaL_checkinteger(L, idx);
-    luaL_argcheck(L, secs >= 0 && secs <= 65535, idx, "linger out of range");
+    secs = luaL_checkinteger(L, idx);
     l.l_onoff = 1;
-    l.l_linger = (int)secs;
   }
+  /* the kernel would take a negative one as "linger forever" */
+  luaL_argcheck(L, isint && secs >= 0 && secs <= 65535, idx,
+                "linger timeout must be 0-65535 seconds");
+  l.l_linger = (int)secs;
   return l;
 }
 

@@ -63,14 +63,13 @@ int rv_poller_flags(uint32_t e) {
 
 static int ctl(lua_State *L, int op, const char *name) {
   poller *p = checkpoller(L, 1);
-  lua_Integer fd = luaL_checkinteger(L, 2);
+  int fd = rv_checkfd(L, 2);
   struct epoll_event ev;
-  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 2, "not a descriptor");
   /* add's mode defaults to "edge"; mod's is the point of the call */
   ev.events = op == EPOLL_CTL_DEL ? 0
             : masks[luaL_checkoption(L, 3, op == EPOLL_CTL_ADD ? "edge" : NULL, modes)];
-  ev.data.fd = (int)fd;
-  if (epoll_ctl(p->fd, op, (int)fd, &ev) < 0) return rv_fail(L, name, errno, NULL);
+  ev.data.fd = fd;
+  if (epoll_ctl(p->fd, op, fd, &ev) < 0) return rv_fail(L, name, errno, NULL);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -65,6 +65,12 @@ static sched *getsched(lua_State *L) {
   return (sched *)lua_touserdata(L, lua_upvalueindex(UV_SCHED));
 }
 
+/* Whether co is a dead coroutine (finished, failed or closed): nothing
+   to run and nothing on its stack, as coroutine.status tells it. */
+static int dead(lua_State *co) {
+  return lua_status(co) == LUA_OK && lua_gettop(co) == 0;
+}
+
 /* lua_resume with co recorded as the running task. */
 static int run(sched *S, lua_State *co, lua_State *from, int narg, int *nres) {
   lua_State *prev = S->current;
@@ -82,7 +88,7 @@ static int l_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   int narg = lua_gettop(L) - 1, nres, status;
   luaL_argexpected(L, co != NULL, 1, "thread");
-  if (co == L || (lua_status(co) == LUA_OK && lua_gettop(co) == 0)) {
+  if (co == L || dead(co)) {
     lua_pushboolean(L, 0);
     lua_pushstring(L, co == L ? "cannot resume non-suspended coroutine"
                               : "cannot resume dead coroutine");
@@ -149,7 +155,7 @@ static int wake(lua_State *L, sched *S, lua_State *co) {
      marker, lets it go.  A running or normal thread was never parked
      here, whoever put it in the table. */
   if (co == L || lua_status(co) != LUA_YIELD) {
-    if (co != L && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+    if (co != L && dead(co)) {
       lua_pushvalue(L, A_SETTLE);
       lua_pushvalue(L, A_WAITER);
       lua_pushboolean(L, 0);

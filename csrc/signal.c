@@ -41,8 +41,7 @@ static int checkcatchable(lua_State *L) {
   return signo;
 }
 
-static int setaction(lua_State *L, void (*fn)(int), const char *op) {
-  int signo = checkcatchable(L);
+static int setaction(lua_State *L, int signo, void (*fn)(int), const char *op) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = fn;
@@ -54,17 +53,17 @@ static int setaction(lua_State *L, void (*fn)(int), const char *op) {
 
 /* core.signal_catch(name) -> fd of the pipe to watch for reading */
 static int l_catch(lua_State *L) {
-  checkcatchable(L);   /* a bad name raises before the pipe is made */
+  int signo = checkcatchable(L);   /* a bad name raises before the pipe is made */
   if (sigpipe_fds[0] < 0 && pipe2(sigpipe_fds, O_NONBLOCK | O_CLOEXEC) < 0)
     return rv_fail(L, "pipe", errno, NULL);
-  setaction(L, handler, "sigaction");
+  setaction(L, signo, handler, "sigaction");
   lua_pushinteger(L, sigpipe_fds[0]);
   return 1;
 }
 
 /* core.signal_default(name), core.signal_ignore(name) */
-static int l_default(lua_State *L) { return setaction(L, SIG_DFL, "sigaction"); }
-static int l_ignore(lua_State *L) { return setaction(L, SIG_IGN, "sigaction"); }
+static int l_default(lua_State *L) { return setaction(L, checkcatchable(L), SIG_DFL, "sigaction"); }
+static int l_ignore(lua_State *L) { return setaction(L, checkcatchable(L), SIG_IGN, "sigaction"); }
 
 /* core.signal_pending() -> { "INT", ... } in arrival order, emptying the pipe */
 static int l_pending(lua_State *L) {
