@@ -71,16 +71,21 @@ static void newerror(lua_State *L, const char *op, const char *code, int err,
   luaL_setmetatable(L, RV_ERROR);
 }
 
+/* Pushes the error object of errno err, with message (NULL: strerror's). */
+void rv_pusherror_msg(lua_State *L, const char *op, int err, const char *message,
+                      const char *address) {
+  const char *name = rv_errname(err);
+  newerror(L, op, name ? name : "EUNKNOWN", err, message ? message : strerror(err), address);
+}
+
 int rv_fail_msg(lua_State *L, const char *op, int err, const char *message,
                 const char *address) {
-  const char *name = rv_errname(err);
-  newerror(L, op, name ? name : "EUNKNOWN", err, message, address);
+  rv_pusherror_msg(L, op, err, message, address);
   return lua_error(L);
 }
 
 void rv_pusherror(lua_State *L, const char *op, int err, const char *address) {
-  const char *name = rv_errname(err);
-  newerror(L, op, name ? name : "EUNKNOWN", err, strerror(err), address);
+  rv_pusherror_msg(L, op, err, NULL, address);
 }
 
 int rv_fail(lua_State *L, const char *op, int err, const char *address) {

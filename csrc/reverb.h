@@ -49,6 +49,8 @@ RV_HIDDEN int rv_fail_gai(lua_State *L, const char *op, int gaierr,
                           const char *address);
 RV_HIDDEN int rv_fail_msg(lua_State *L, const char *op, int err,
                           const char *message, const char *address);
+RV_HIDDEN void rv_pusherror_msg(lua_State *L, const char *op, int err,
+                                const char *message, const char *address);
 RV_HIDDEN void rv_error_init(lua_State *L);
 RV_HIDDEN const char *rv_errname(int err);
 extern RV_HIDDEN const luaL_Reg rv_error_funcs[];

@@ -37,7 +37,7 @@
 static const char streamtag = 0;
 
 /* Raises an error object for op, with the peer of the stream at idx as
-   its address. */
+   its address (message NULL: strerror's). */
 int rvs_failat(lua_State *L, int idx, const char *op, int err, const char *message) {
   lua_getfield(L, idx, "peer");
   return rv_fail_msg(L, op, err, message, lua_tostring(L, -1));

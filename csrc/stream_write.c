@@ -17,11 +17,7 @@
 static int write_failed(lua_State *L, int idx, const char *op, int err, const char *message,
                         size_t sent) {
   lua_getfield(L, idx, "peer");
-  rv_pusherror(L, op, err, lua_tostring(L, -1));
-  if (message != NULL) {
-    lua_pushstring(L, message);
-    lua_setfield(L, -2, "message");
-  }
+  rv_pusherror_msg(L, op, err, message, lua_tostring(L, -1));
   lua_pushinteger(L, (lua_Integer)sent);
   lua_setfield(L, -2, "sent");
   return lua_error(L);
@@ -38,8 +34,7 @@ static size_t transmit(lua_State *L, int idx, rv_stream *s, const char *data, si
   if (n < 0) {
     if (!wouldblock(n)) {
       if (writing) write_failed(L, idx, "send", (int)-n, NULL, 0);
-      lua_getfield(L, idx, "peer");
-      rv_fail(L, "send", (int)-n, lua_tostring(L, -1));
+      rvs_failat(L, idx, "send", (int)-n, NULL);   /* pipe's: no count of its own */
     }
     n = 0;
   }
