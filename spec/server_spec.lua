@@ -382,7 +382,7 @@ function TestServer.test_a_connection_that_failed_in_the_queue_is_skipped_quietl
   core.methods.accept = function(sock)
     if injected == 0 then
       injected = 1
-      error(core.error("accept", "ECONNABORTED"), 0)
+      error(core.error("accept", "EPROTO"), 0)
     end
     return real(sock)
   end

@@ -22,8 +22,9 @@ local traceback = debug.traceback
 local EXHAUSTED = { EMFILE = true, ENFILE = true, ENOBUFS = true, ENOMEM = true }
 -- What accept(2) may report of a connection that failed while it waited
 -- in the queue (Linux passes its network errors on): try the next one.
+-- (ECONNABORTED, the usual one, core's accept retries itself.)
 local ACCEPT_AGAIN = {
-  ECONNABORTED = true, EPROTO = true, ENETDOWN = true, ENOPROTOOPT = true, EHOSTDOWN = true,
+  EPROTO = true, ENETDOWN = true, ENOPROTOOPT = true, EHOSTDOWN = true,
   ENONET = true, EHOSTUNREACH = true, EOPNOTSUPP = true, ENETUNREACH = true,
 }
 -- The client went away: how connections end, not a failure worth a line.
