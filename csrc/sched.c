@@ -83,15 +83,16 @@ static int run(sched *S, lua_State *co, lua_State *from, int narg, int *nres) {
 }
 
 /* resume(co, ...) -> true, values... | false, error: coroutine.resume,
-   for the loop's run queue and timers. */
+   for the loop's run queue and timers; a dead task (closed from outside
+   while it waited) gives false, CLOSED, as dispatch tells settle. */
 static int l_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   int narg = lua_gettop(L) - 1, nres, status;
   luaL_argexpected(L, co != NULL, 1, "thread");
   if (co == L || dead(co)) {
     lua_pushboolean(L, 0);
-    lua_pushstring(L, co == L ? "cannot resume non-suspended coroutine"
-                              : "cannot resume dead coroutine");
+    if (co == L) lua_pushliteral(L, "cannot resume non-suspended coroutine");
+    else lua_pushlightuserdata(L, (void *)&closed);
     return 2;
   }
   if (!lua_checkstack(co, narg)) luaL_error(L, "too many arguments to resume");

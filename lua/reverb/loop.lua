@@ -139,8 +139,7 @@ end
 
 -- Resumes a task from the loop with one value: the hot path of every wake.
 local function run_task(co, a)
-  if costatus(co) == "dead" then return settle(co, false, CLOSED) end   -- (see settle)
-  local ok, r = resume(co, a)
+  local ok, r = resume(co, a)   -- (a dead one: false, CLOSED)
   if r ~= WAIT then settle(co, ok, r) end
 end
 
