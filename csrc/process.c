@@ -1,11 +1,15 @@
 /*
  * process.c -- the process around the loop: the monotonic clock, fork and
- * wait for --workers, and whether a descriptor is a terminal.
+ * wait for --workers, whether a descriptor is a terminal, and the limits
+ * (a server of thousands of clients needs more descriptors than the 1,024
+ * a shell's soft limit often gives).
  */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,11 +96,58 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* The resources getrlimit and setrlimit name, in luaL_checkoption's order. */
+static const char *const limit_names[] = { "nofile", "core", "nproc", "stack", "as", NULL };
+static const int limit_ids[] = { RLIMIT_NOFILE, RLIMIT_CORE, RLIMIT_NPROC, RLIMIT_STACK, RLIMIT_AS };
+
+/* A limit as Lua sees it: an integer, or math.huge for RLIM_INFINITY. */
+static void pushlimit(lua_State *L, rlim_t v) {
+  if (v == RLIM_INFINITY || v > (rlim_t)LUA_MAXINTEGER) lua_pushnumber(L, HUGE_VAL);
+  else lua_pushinteger(L, (lua_Integer)v);
+}
+
+static rlim_t checklimit(lua_State *L, int idx) {
+  lua_Integer v;
+  if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx) && lua_tonumber(L, idx) == HUGE_VAL)
+    return RLIM_INFINITY;
+  v = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, v >= 0, idx, "limit must be >= 0 (math.huge: none)");
+  return (rlim_t)v;
+}
+
+/* core.getrlimit(name) -> soft, hard.  name: "nofile", "core", "nproc",
+   "stack" or "as"; no limit is math.huge. */
+static int l_getrlimit(lua_State *L) {
+  int res = limit_ids[luaL_checkoption(L, 1, NULL, limit_names)];
+  struct rlimit rl;
+  if (getrlimit(res, &rl) < 0) return rv_fail(L, "getrlimit", errno, NULL);
+  pushlimit(L, rl.rlim_cur);
+  pushlimit(L, rl.rlim_max);
+  return 2;
+}
+
+/* core.setrlimit(name, soft [, hard]) -> true.  hard defaults to the
+   current hard limit, so setrlimit("nofile", hard) is the raise a server
+   makes for itself (EINVAL above the hard limit; EPERM raising that
+   without the privilege). */
+static int l_setrlimit(lua_State *L) {
+  int res = limit_ids[luaL_checkoption(L, 1, NULL, limit_names)];
+  struct rlimit rl;
+  if (getrlimit(res, &rl) < 0) return rv_fail(L, "getrlimit", errno, NULL);
+  rl.rlim_cur = checklimit(L, 2);
+  if (!lua_isnoneornil(L, 3)) rl.rlim_max = checklimit(L, 3);
+  if (setrlimit(res, &rl) < 0) return rv_fail(L, "setrlimit", errno, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 const luaL_Reg rv_process_funcs[] = {
   { "now", l_now },
   { "fork", l_fork },
   { "waitpid", l_waitpid },
   { "getpid", l_getpid },
   { "isatty", l_isatty },
+  { "getrlimit", l_getrlimit },
+  { "setrlimit", l_setrlimit },
   { NULL, NULL }
 };

@@ -2,6 +2,7 @@
 -- nc and socat as third-party peers.
 local lu = require "luaunit"
 local reverb = require "reverb"
+local core = require "reverb.core"
 local H = require "helper"
 
 local R = "bin/reverb"
@@ -424,7 +425,6 @@ end
 -- after two seconds, its clients never closed.)
 function TestCli.test_a_stop_during_the_restart_pause_starts_no_worker()
   local pid, _, out, kids = serve_workers()
-  local core = require "reverb.core"
   reverb.sleep(1.1)            -- past a second: its end is bad luck, replaced at once
   core.kill(kids[1], "KILL")
   H.await_output(out, "worker " .. kids[1] .. " ended")
@@ -494,6 +494,28 @@ function TestCli.test_sigint_stops_a_script_blocked_in_accept()
   require("reverb.core").kill(child, "INT")
   lu.assertEquals(H.await_output(out, "status=(%d+)"), "130", "killed by SIGINT")
   H.wait_exit(pid)
+  os.remove(out)
+end
+
+-- Started with a soft limit of 64 open files (a hard one well above),
+-- the server raises it and echoes to 200 clients at once, where it would
+-- otherwise stop accepting at about 60.
+function TestCli.test_serve_raises_its_open_files_limit_for_many_clients()
+  local _, hard = core.getrlimit("nofile")
+  if hard < H.fds() + 500 then return lu.skip("hard open-files limit " .. hard) end
+  local pid, out = H.start("ulimit -Sn 64 && exec " .. R .. " serve 0 --host 127.0.0.1")
+  local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
+  local clients = setmetatable({}, { __close = function(t) for _, c in ipairs(t) do c:close() end end })
+  do
+    local _ <close> = clients
+    H.within(20, function()
+      for i = 1, 200 do clients[i] = H.connect("127.0.0.1", port) end
+      for i, c in ipairs(clients) do c:write("client ", i, "\n") end
+      for i, c in ipairs(clients) do lu.assertEquals(c:read_line(), "client " .. i) end
+    end)
+  end
+  lu.assertNotStrContains(H.slurp(out), "EMFILE")
+  H.stop(pid)
   os.remove(out)
 end
 

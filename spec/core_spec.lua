@@ -353,4 +353,38 @@ function TestSocket.test_huge_sizes_are_clamped()
   lu.assertEquals(a:recv(1 << 40), "abc")
 end
 
+-- The open-files limit: lowered in this process, the next socket past
+-- it fails with EMFILE (an error object, nothing leaked); raised back to
+-- where it was, sockets open again.
+function TestSocket.test_open_files_limit_lowered_gives_emfile_and_raised_again()
+  local soft, hard = core.getrlimit("nofile")
+  lu.assertTrue(math.type(soft) == "integer" and soft <= hard)
+  local held = closing()
+  local ok, err = pcall(function()
+    core.setrlimit("nofile", H.fds() + 4)
+    for _ = 1, 8 do held[#held + 1] = core.socket() end
+  end)
+  core.setrlimit("nofile", soft)
+  lu.assertFalse(ok)
+  lu.assertTrue(core.iserror(err), tostring(err))
+  lu.assertEquals(err.code, "EMFILE")
+  lu.assertEquals(err.op, "socket")
+  lu.assertTrue(#held >= 3 and #held < 8, #held .. " sockets")
+  for _, s in ipairs(held) do s:close() end
+  local s <close> = core.socket()
+  lu.assertEquals(select(1, core.getrlimit("nofile")), soft)
+end
+
+function TestSocket.test_limits_checked()
+  H.raises("EINVAL", core.setrlimit, "nofile", (select(2, core.getrlimit("nofile"))) + 1,
+           (select(2, core.getrlimit("nofile"))))
+  lu.assertErrorMsgContains("invalid option 'files'", core.getrlimit, "files")
+  lu.assertErrorMsgContains("limit must be >= 0", core.setrlimit, "nofile", -1)
+  lu.assertErrorMsgContains("number has no integer representation", core.setrlimit, "nofile", 1.5)
+  lu.assertErrorMsgContains("number expected", core.setrlimit, "core")
+  local soft, hard = core.getrlimit("core")
+  lu.assertTrue(hard == math.huge or math.type(hard) == "integer")
+  lu.assertTrue(core.setrlimit("core", soft))   -- the same again: allowed
+end
+
 return { TestSocket = TestSocket }

@@ -71,6 +71,10 @@ Options:
 
 SIGINT or SIGTERM: stop accepting, close the clients, exit 0.
 
+Each client takes a descriptor: reverb raises its limit on open files
+from the soft limit to the hard one (ulimit -Hn), and at that limit stops
+accepting until clients leave; nobody connected is dropped.
+
 Examples:
   reverb serve                         echo on 127.0.0.1:8080
   reverb serve 0 -v                    any free port, log connections
@@ -298,9 +302,20 @@ local function fill_stdio()
   probe:close()
 end
 
+-- A server of thousands of clients needs thousands of descriptors, and
+-- a shell's soft limit is often 1,024: the command raises it to the hard
+-- limit (ulimit -Hn), as Go's runtime does for every program. Where it
+-- cannot, it goes on with the limit it has: at the limit, accepting
+-- pauses until descriptors free up (EMFILE).
+local function raise_nofile()
+  local soft, hard = core.getrlimit("nofile")
+  if soft < hard then core.setrlimit("nofile", hard) end
+end
+
 function M.main(args)
   args = args or {}
   pcall(fill_stdio)   -- a guard, not a requirement: no socket to probe with (EMFILE), no guard
+  pcall(raise_nofile)   -- nor this one: a hard limit of "unlimited" is more than Linux allows
   local cmd = args[1] or "repl"
   local rest = { table.unpack(args, 2) }
   if cmd == "--help" or cmd == "-h" or cmd == "help" then
