@@ -505,7 +505,8 @@ function TestCli.test_serve_raises_its_open_files_limit_for_many_clients()
   if hard < H.fds() + 500 then return lu.skip("hard open-files limit " .. hard) end
   local pid, out = H.start("ulimit -Sn 64 && exec " .. R .. " serve 0 --host 127.0.0.1")
   local port = H.await_output(out, "listening on 127%.0%.0%.1:(%d+)")
-  local clients = setmetatable({}, { __close = function(t) for _, c in ipairs(t) do c:close() end end })
+  local clients = setmetatable({}, {
+    __close = function(t) for _, c in ipairs(t) do c:close() end end })
   do
     local _ <close> = clients
     H.within(20, function()
