@@ -353,27 +353,29 @@ function TestSocket.test_huge_sizes_are_clamped()
   lu.assertEquals(a:recv(1 << 40), "abc")
 end
 
--- The open-files limit: lowered in this process, the next socket past
--- it fails with EMFILE (an error object, nothing leaked); raised back to
--- where it was, sockets open again.
+-- The open-files limit: lowered, the next socket past it fails with
+-- EMFILE (an error object); raised back, sockets open again.  In a
+-- process of its own: valgrind (make check) keeps its own count of
+-- descriptors, and the limit this one sets would not bind there.
 function TestSocket.test_open_files_limit_lowered_gives_emfile_and_raised_again()
   local soft, hard = core.getrlimit("nofile")
   lu.assertTrue(math.type(soft) == "integer" and soft <= hard)
-  local held = closing()
-  local ok, err = pcall(function()
-    core.setrlimit("nofile", H.fds() + 4)
-    for _ = 1, 8 do held[#held + 1] = core.socket() end
-  end)
-  core.setrlimit("nofile", soft)
-  lu.assertFalse(ok)
-  lu.assertTrue(core.iserror(err), tostring(err))
-  lu.assertEquals(err.code, "EMFILE")
-  lu.assertEquals(err.op, "socket")
-  lu.assertTrue(#held >= 3 and #held < 8, #held .. " sockets")
-  for _, s in ipairs(held) do s:close() end
-  local s <close> = core.socket()   -- a descriptor again
-  lu.assertTrue(s:fileno() >= 0)
-  lu.assertEquals((core.getrlimit("nofile")), soft)
+  local script = H.file([[
+    local core = require "reverb.core"
+    local soft = core.getrlimit("nofile")
+    core.setrlimit("nofile", 16)
+    local held, ok, err = {}, nil, nil
+    ok, err = pcall(function() for i = 1, 20 do held[i] = core.socket() end end)
+    print(ok, err.op, err.code, #held < 16)
+    for _, s in ipairs(held) do s:close() end
+    core.setrlimit("nofile", soft)
+    for i = 1, 20 do held[i] = core.socket() end
+    print(core.getrlimit("nofile") == soft, held[20]:fileno() >= 16)
+  ]], ".lua")
+  local out, status = H.sh("bin/reverb run " .. script)
+  os.remove(script)
+  lu.assertEquals(status, 0, out)
+  lu.assertEquals(out, "false\tsocket\tEMFILE\ttrue\ntrue\ttrue\n")
 end
 
 function TestSocket.test_limits_checked()
