@@ -148,7 +148,12 @@ local function accept_loop(srv)
       if not (core.iserror(err) and EXHAUSTED[err.code]) then
         srv.log("accept: " .. tostring(err))
       elseif not srv.paused then
-        srv.log(tostring(err) .. ": accepting paused until descriptors free up")
+        -- Out of descriptors is usually the process's limit, often a
+        -- shell's 1,024: the line says which, for whoever raises it.
+        local ok_limit, limit = pcall(core.getrlimit, "nofile")
+        local why = err.code == "EMFILE" and ok_limit and
+          " (the open-files limit is " .. limit .. "; see ulimit -n)" or ""
+        srv.log(tostring(err) .. ": accepting paused until descriptors free up" .. why)
       end
       srv.paused = true
       loop.sleep(PAUSE)
