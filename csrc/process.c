@@ -112,15 +112,19 @@ static rlim_t checklimit(lua_State *L, int idx) {
     return RLIM_INFINITY;
   v = luaL_checkinteger(L, idx);
   luaL_argcheck(L, v >= 0, idx, "limit must be >= 0 (math.huge: none)");
+  /* beyond rlim_t (were it narrower) it would be another limit */
+  luaL_argcheck(L, (lua_Integer)(rlim_t)v == v && (rlim_t)v != RLIM_INFINITY, idx,
+                "limit out of range (math.huge: none)");
   return (rlim_t)v;
 }
 
 /* core.getrlimit(name) -> soft, hard.  name: "nofile", "core", "nproc",
-   "stack" or "as"; no limit is math.huge. */
+   "stack" or "as"; no limit is math.huge.  (The failures carry the
+   name where an error names its address.) */
 static int l_getrlimit(lua_State *L) {
-  int res = limit_ids[luaL_checkoption(L, 1, NULL, limit_names)];
+  int which = luaL_checkoption(L, 1, NULL, limit_names);
   struct rlimit rl;
-  if (getrlimit(res, &rl) < 0) return rv_fail(L, "getrlimit", errno, NULL);
+  if (getrlimit(limit_ids[which], &rl) < 0) return rv_fail(L, "getrlimit", errno, limit_names[which]);
   pushlimit(L, rl.rlim_cur);
   pushlimit(L, rl.rlim_max);
   return 2;
@@ -131,12 +135,15 @@ static int l_getrlimit(lua_State *L) {
    makes for itself (EINVAL above the hard limit; EPERM raising that
    without the privilege). */
 static int l_setrlimit(lua_State *L) {
-  int res = limit_ids[luaL_checkoption(L, 1, NULL, limit_names)];
+  int which = luaL_checkoption(L, 1, NULL, limit_names);
+  rlim_t soft = checklimit(L, 2), hard = 0;
+  int keep_hard = lua_isnoneornil(L, 3);
   struct rlimit rl;
-  if (getrlimit(res, &rl) < 0) return rv_fail(L, "getrlimit", errno, NULL);
-  rl.rlim_cur = checklimit(L, 2);
-  if (!lua_isnoneornil(L, 3)) rl.rlim_max = checklimit(L, 3);
-  if (setrlimit(res, &rl) < 0) return rv_fail(L, "setrlimit", errno, NULL);
+  if (!keep_hard) hard = checklimit(L, 3);
+  if (getrlimit(limit_ids[which], &rl) < 0) return rv_fail(L, "getrlimit", errno, limit_names[which]);
+  rl.rlim_cur = soft;
+  if (!keep_hard) rl.rlim_max = hard;
+  if (setrlimit(limit_ids[which], &rl) < 0) return rv_fail(L, "setrlimit", errno, limit_names[which]);
   lua_pushboolean(L, 1);
   return 1;
 }

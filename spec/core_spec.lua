@@ -379,15 +379,33 @@ function TestSocket.test_open_files_limit_lowered_gives_emfile_and_raised_again(
 end
 
 function TestSocket.test_limits_checked()
-  H.raises("EINVAL", core.setrlimit, "nofile", (select(2, core.getrlimit("nofile"))) + 1,
-           (select(2, core.getrlimit("nofile"))))
+  local soft, hard = core.getrlimit("nofile")
+  local err = H.raises("EINVAL", core.setrlimit, "nofile", hard + 1, hard)
+  lu.assertEquals(tostring(err), "setrlimit nofile: Invalid argument (EINVAL)")
+  lu.assertEquals({ core.getrlimit("nofile") }, { soft, hard })   -- unchanged
   lu.assertErrorMsgContains("invalid option 'files'", core.getrlimit, "files")
   lu.assertErrorMsgContains("limit must be >= 0", core.setrlimit, "nofile", -1)
   lu.assertErrorMsgContains("number has no integer representation", core.setrlimit, "nofile", 1.5)
   lu.assertErrorMsgContains("number expected", core.setrlimit, "core")
-  local soft, hard = core.getrlimit("core")
-  lu.assertTrue(hard == math.huge or math.type(hard) == "integer")
-  lu.assertTrue(core.setrlimit("core", soft))   -- the same again: allowed
+  lu.assertErrorMsgContains("no integer representation", core.setrlimit, "core", -math.huge)
+end
+
+-- No limit is math.huge both ways: read, written back, read again.  The
+-- stack's hard limit is usually unlimited; the soft one is lowered and
+-- raised back within it.
+function TestSocket.test_no_limit_is_math_huge()
+  for _, name in ipairs { "nofile", "core", "nproc", "stack", "as" } do
+    local soft, hard = core.getrlimit(name)
+    lu.assertTrue(soft >= 0 and soft <= hard, name)
+    lu.assertTrue(math.type(soft) == "integer" or soft == math.huge, name)
+    lu.assertTrue(math.type(hard) == "integer" or hard == math.huge, name)
+  end
+  local soft, hard = core.getrlimit("stack")
+  if hard ~= math.huge then return lu.skip("the stack's hard limit is " .. hard) end
+  lu.assertTrue(core.setrlimit("stack", math.huge))
+  lu.assertEquals({ core.getrlimit("stack") }, { math.huge, math.huge })
+  lu.assertTrue(core.setrlimit("stack", soft, math.huge))
+  lu.assertEquals({ core.getrlimit("stack") }, { soft, hard })
 end
 
 return { TestSocket = TestSocket }

@@ -29,7 +29,7 @@ function TestMisuse.test_random_calls_never_crash()
   for name in pairs(core.methods) do names[#names + 1] = name end
   table.sort(names)
   local funcs = { "socket", "socketpair", "error", "iserror", "poller", "now", "isatty",
-                  "getrlimit" }
+                  "getrlimit" }   -- not setrlimit: it would lower this runner's own limits
   local p = core.poller()
   -- core.read and core.write get only descriptors of this pair, never the
   -- test runner's own stdin or stdout

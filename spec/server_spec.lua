@@ -370,7 +370,7 @@ function TestServer.test_descriptor_exhaustion_pauses_accepting_then_resumes()
   os.remove(out)
   lu.assertStrContains(log, "EMFILE")
   lu.assertStrContains(log,
-    "accepting paused until descriptors free up (the open-files limit is 24;")
+    "accepting paused until descriptors free up (the open-files limit is 24: ulimit -n")
 end
 
 -- accept(2) passes on the network error of a connection that failed while

@@ -128,7 +128,8 @@ Runs SCRIPT with reverb loaded (require "reverb", or the global reverb),
 arg set as lua sets it, then runs the loop until no task, server or timer
 is left. Every word after SCRIPT goes to it, options too. Ctrl-C ends it,
 unless it says otherwise (reverb.on_signal("INT", fn)). A task that fails
-is reported and the others go on; the exit status is then 1.
+is reported and the others go on; the exit status is then 1. As serve
+does, it raises its limit on open files to the hard limit.
 
 Example:
   reverb run examples/echo_server.lua 9000
@@ -303,10 +304,13 @@ local function fill_stdio()
 end
 
 -- A server of thousands of clients needs thousands of descriptors, and
--- a shell's soft limit is often 1,024: the command raises it to the hard
--- limit (ulimit -Hn), as Go's runtime does for every program. Where it
--- cannot, it goes on with the limit it has: at the limit, accepting
--- pauses until descriptors free up (EMFILE).
+-- a shell's soft limit is often 1,024: the commands that serve (serve,
+-- run, repl) raise it to the hard limit (ulimit -Hn), as Go's runtime
+-- does. (Go puts it back for the programs it starts; here a script's
+-- os.execute and io.popen inherit it.) Where it cannot, the command goes
+-- on with the limit it has: at the limit, accepting pauses until
+-- descriptors free up (EMFILE).
+local SERVING = { serve = true, run = true, repl = true }
 local function raise_nofile()
   local soft, hard = core.getrlimit("nofile")
   if soft < hard then core.setrlimit("nofile", hard) end
@@ -315,8 +319,10 @@ end
 function M.main(args)
   args = args or {}
   pcall(fill_stdio)   -- a guard, not a requirement: no socket to probe with (EMFILE), no guard
-  pcall(raise_nofile)   -- nor this one: a hard limit of "unlimited" is more than Linux allows
   local cmd = args[1] or "repl"
+  if SERVING[cmd] then
+    pcall(raise_nofile)   -- nor this: a hard limit of "unlimited" is more than Linux allows
+  end
   local rest = { table.unpack(args, 2) }
   if cmd == "--help" or cmd == "-h" or cmd == "help" then
     io.stdout:write(HELP.main)

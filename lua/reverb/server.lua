@@ -152,7 +152,7 @@ local function accept_loop(srv)
         -- shell's 1,024: the line says which, for whoever raises it.
         local ok_limit, limit = pcall(core.getrlimit, "nofile")
         local why = err.code == "EMFILE" and ok_limit and
-          " (the open-files limit is " .. limit .. "; see ulimit -n)" or ""
+          " (the open-files limit is " .. limit .. ": ulimit -n, up to ulimit -Hn)" or ""
         srv.log(tostring(err) .. ": accepting paused until descriptors free up" .. why)
       end
       srv.paused = true
