@@ -31,6 +31,7 @@ for need in "$@"; do
   rock)
     have luarocks || want luarocks ;;
   bench)
+    have "$LUA" || want lua5.4   # bin/reverb runs on it; build needs only the headers
     have taskset || want util-linux
     have gnuplot || want gnuplot-nox ;;
   *) echo "deps.sh: unknown need '$need'" >&2; exit 2 ;;
