@@ -113,8 +113,7 @@ static rlim_t checklimit(lua_State *L, int idx) {
   v = luaL_checkinteger(L, idx);
   luaL_argcheck(L, v >= 0, idx, "limit must be >= 0 (math.huge: none)");
   /* beyond rlim_t (were it narrower) it would be another limit */
-  luaL_argcheck(L, (lua_Integer)(rlim_t)v == v && (rlim_t)v != RLIM_INFINITY, idx,
-                "limit out of range (math.huge: none)");
+  luaL_argcheck(L, (lua_Integer)(rlim_t)v == v, idx, "limit out of range (math.huge: none)");
   return (rlim_t)v;
 }
 
