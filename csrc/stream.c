@@ -332,9 +332,9 @@ static const luaL_Reg funcs[] = {
 };
 
 /* streams(readers, wait, slow_write, pause) -> the stream's functions,
-   bound to this loop: its scheduler and state metatable (this closure's
-   upvalues), its readers table, wait and pause, and stream.lua's slow
-   write. */
+   bound to this loop: its scheduler (this closure's upvalue), a
+   metatable for the states they make, its readers table, wait and pause,
+   stream.lua's slow write, and a scratch buffer. */
 int rv_stream_api(lua_State *L) {
   const luaL_Reg *const lists[] = { rv_stream_reads, rv_stream_writes, funcs };
   int api, up;
