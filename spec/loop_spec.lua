@@ -58,8 +58,10 @@ end
 -- here a hook as the loop takes its turn) leaves no timer to wake a later
 -- wait: a read with no timeout was told it timed out when it came due.
 function TestLoop.test_an_interrupted_top_level_sleep_wakes_nothing_later()
-  lu.assertFalse(H.interrupted(reverb.sleep, 0.05))
-  local p <close> = H.stream_pair()
+  local interrupted, err = H.interrupted(reverb.sleep, 0.05)
+  lu.assertFalse(interrupted)
+  lu.assertStrContains(tostring(err), "interrupted!")
+  local p <close> = H.stream_pair({ timeout = 5 * H.SLOW })
   reverb.spawn(function() reverb.sleep(0.1) p[1]:write("later\n") end)
   lu.assertEquals(p[2]:read_line(), "later")
 end
@@ -69,7 +71,7 @@ end
 -- parent's events and timed out), and the parent goes on serving.
 function TestLoop.test_a_forked_child_has_a_loop_of_its_own()
   local srv <close> = reverb.serve(0, H.echo_lines)
-  local p <close> = H.stream_pair()
+  local p <close> = H.stream_pair({ timeout = 5 * H.SLOW })
   local pid = reverb.fork()
   if pid == 0 then
     lu.unregisterCurrentSuite()   -- luaunit guards os.exit
@@ -78,25 +80,36 @@ function TestLoop.test_a_forked_child_has_a_loop_of_its_own()
       c:write("from the child\n")
       local mine = c:read_line()
       -- and a stream made before the fork, watched by the child's epoll
-      -- instance now (no timeout: a wait that missed its events would hang)
-      p[2]:settimeout(nil)
+      -- instance now: the parent writes only once told the child waits,
+      -- so the read must wait for its event (one missed would time out)
+      p[2]:write("waiting\n")
       return mine .. ", " .. p[2]:read_line()
     end)
     os.exit(ok and got == "from the child, from the parent" and 0 or 1, false)
   end
-  p[1]:write("from the parent\n")
   local status
-  H.within(10, function()
+  local ok, err = pcall(H.within, 10, function()
+    lu.assertEquals(p[1]:read_line(), "waiting")
+    reverb.sleep(0.05)
+    p[1]:write("from the parent\n")
     repeat
       local got, how, code = core.waitpid(pid, true)
       if got then status = { how, code } else reverb.sleep(0.01) end
     until status
   end)
+  if not status then   -- the child must not outlive the test (it holds the runner's output)
+    core.kill(pid, "KILL")
+    core.waitpid(pid)
+  end
+  if not ok then error(err, 0) end
   lu.assertEquals(status, { "exit", 0 })
   -- inside a task it is refused: the child would go on in the middle of
-  -- the parent's turn of the loop
-  local err = H.within(5, function() return select(2, pcall(reverb.fork)) end)
-  lu.assertStrContains(err, "reverb.fork() called inside a task")
+  -- the parent's turn of the loop (and, were it not, it must end here)
+  local forked, r = H.within(5, function() return pcall(reverb.fork) end)
+  if forked and r == 0 then os.exit(99, false) end
+  if forked and r > 0 then core.waitpid(r) end
+  lu.assertFalse(forked)
+  lu.assertStrContains(r, "reverb.fork() called inside a task")
 end
 
 -- A task that fails with resume's own words is a failure like any other
