@@ -160,11 +160,18 @@ return function(conn)
   conn:write("late reply\n")
 end]], ".lua")
   local pid, port, out = serve("0 " .. script)
-  local reply, status = H.sh("(printf rst; sleep 2) | " .. R .. " send 127.0.0.1 " .. port)
-  lu.assertEquals(status, 1)
+  -- stdin a fifo this shell holds open: it never ends, so send ends on
+  -- the reset or not at all (timeout's 124)
+  local dir = H.tmpname()
+  local reply, status = H.sh(("mkdir %s && mkfifo %s/in && exec 3<>%s/in && printf rst >&3 && " ..
+    "timeout %d %s send 127.0.0.1 %d --timeout 60 <%s/in; s=$?; exec 3>&-; rm -r %s; exit $s")
+    :format(dir, dir, dir, 20 * H.SLOW, R, port, dir, dir))
+  lu.assertEquals(status, 1, reply)
   lu.assertStrMatches(reply, "reverb: [a-z_]+ 127%.0%.0%.1:%d+: Connection reset by peer\n")
+  -- the reply comes 1.3 s in, 0.5 s after stdin ends: within the 1 s
+  -- counted from there, not from the reader's first wait
   reply, status = H.sh("(printf abc; sleep 0.8) | " .. R .. " send 127.0.0.1 " .. port ..
-                       " --timeout 1")
+                       " --timeout " .. H.SLOW)
   lu.assertEquals({ reply, status }, { "late reply\n", 0 })
   H.stop(pid)
   os.remove(script)
