@@ -42,21 +42,33 @@ function TestClient.test_a_name_is_tried_at_each_of_its_addresses()
   local families = {}
   for _, a in ipairs(addrs) do families[a.family .. " " .. a.host] = true end
   lu.assertTrue(families["inet 127.0.0.1"], "localhost has 127.0.0.1")
-  H.raises("EAI_NONAME", core.getaddrinfo, "no-such-host.invalid")
+  local ok, err = pcall(core.getaddrinfo, "no-such-host.invalid")
+  lu.assertFalse(ok)
+  lu.assertTrue(core.iserror(err) and err.code:match("^EAI_") ~= nil, tostring(err))
   local srv <close> = reverb.serve({ host = "127.0.0.1" }, echo_lines)
   local c <close> = H.connect("localhost", srv.port)
   lu.assertEquals(c.peer, "localhost:" .. srv.port)
   c:write("by name\n")
   lu.assertEquals(c:read_line(), "by name")
-  -- where localhost is ::1 as well: a server on one of the two is found
-  -- whichever comes first (it was tried at IPv4's first address only)
-  if #addrs < 2 or not H.has_ipv6() then return end
-  for _, host in ipairs { "::1", "127.0.0.1" } do
-    local only <close> = reverb.serve({ host = host }, echo_lines)
-    local d <close> = H.connect("localhost", only.port)
-    d:write(host, "\n")
-    lu.assertEquals(d:read_line(), host)
+  -- A name whose first address refuses (nobody listens on 127.0.0.2):
+  -- the next one is tried, and where all refuse, the last refusal is
+  -- raised under the name.  The resolver's answers are made up here, as
+  -- few machines give a name two loopback addresses.
+  local real = core.getaddrinfo
+  local answers = {}
+  core.getaddrinfo = function(host)
+    return answers[host] or real(host)
   end
+  local _ <close> = setmetatable({}, { __close = function() core.getaddrinfo = real end })
+  local function inet(host) return { family = "inet", host = host } end
+  answers["two.test"] = { inet("127.0.0.2"), inet("127.0.0.1") }
+  answers["none.test"] = { inet("127.0.0.2"), inet("127.0.0.3") }
+  local d <close> = H.connect("two.test", srv.port)
+  lu.assertEquals(d.peer, "two.test:" .. srv.port)
+  d:write("second address\n")
+  lu.assertEquals(d:read_line(), "second address")
+  local e = H.raises("ECONNREFUSED", H.connect, "none.test", srv.port)
+  lu.assertEquals(e.address, "none.test:" .. srv.port)
 end
 
 function TestClient.test_connect_inside_a_task()
