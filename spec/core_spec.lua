@@ -402,6 +402,7 @@ function TestSocket.test_no_limit_is_math_huge()
   end
   local soft, hard = core.getrlimit("stack")
   if hard ~= math.huge then return lu.skip("the stack's hard limit is " .. hard) end
+  local _ <close> = setmetatable({}, { __close = function() core.setrlimit("stack", soft) end })
   lu.assertTrue(core.setrlimit("stack", math.huge))
   lu.assertEquals({ core.getrlimit("stack") }, { math.huge, math.huge })
   lu.assertTrue(core.setrlimit("stack", soft, math.huge))
