@@ -243,4 +243,11 @@ function H.has_ipv6()
   return ok
 end
 
+--- Whether strace can trace here (ptrace may be refused in a container):
+-- the specs that count system calls skip where it cannot.
+function H.can_strace()
+  local _, status = H.sh("strace -o /dev/null true")
+  return status == 0
+end
+
 return H
