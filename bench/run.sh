@@ -196,7 +196,7 @@ for sc in "${SCENARIOS[@]}"; do
   row "$mode $conns x ${size}B" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "${unit[$mode]}" \
     "${bar[$mode $conns]:-}"
   echo "$mode $conns: $RATIOS" | tr ',' ' ' >>"$tmp/rounds"
-  [ "$mode" = pingpong ] && echo "$conns $RATE_A $RATE_B" >>"$chart"
+  point="$conns $RATE_A $RATE_B"
   stop c
   stop reverb
   # examples/echo_server.lua, the same server with its handler a Lua loop
@@ -209,6 +209,7 @@ for sc in "${SCENARIOS[@]}"; do
   compare c example "$mode" "$conns" "$size" "$slice" "$pairs"
   row "  echo_server.lua" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" "${unit[$mode]}"
   echo "$mode $conns echo_server.lua: $RATIOS" | tr ',' ' ' >>"$tmp/rounds"
+  [ "$mode" = pingpong ] && echo "$point $RATE_B" >>"$chart"
   stop c
   stop example
 done
