@@ -6,7 +6,7 @@
  *   make bench/build/loadgen
  *   loadgen --port P --mode pingpong|bulk|connstorm|idle [--host H] [--conns C]
  *           [--size S] [--duration SEC] [--warmup SEC] [--threads T]
- *           [--hold-until-stdin-eof]
+ *           [--port2 Q [--slice SEC]] [--hold-until-stdin-eof]
  *
  * pingpong   C connections each send S bytes and wait for the whole echo
  *            (content checked) before sending again: round trips/s, latency.
@@ -16,9 +16,17 @@
  * idle       open C connections, echo one byte on each, then hold them (for
  *            the server's memory per connection); prints idle_connected=N.
  *
- * Work runs --warmup seconds before counting starts, then --duration
- * seconds.  The last line is machine-readable:
+ * Every byte sent follows a pattern that depends on the connection, the
+ * message and the position (a 256-byte cycle, so it is written and
+ * checked with memcpy and memcmp: checking byte by byte made the load
+ * generator, not the server, the bottleneck of bulk).
+ *
+ * The connections are opened first; then work runs --warmup seconds
+ * before counting starts, then --duration seconds.  Latency is kept in
+ * buckets of 1 us below 1 ms, 10 us below 100 ms, 1 ms above.  The last
+ * line is machine-readable:
  *   RESULT mode=pingpong conns=50 size=64 rate=123456.7 unit=req/s p50_us=.. p99_us=.. max_us=.. errors=0
+ * (bulk, which has no round trips, has no latency fields).
  *
  * With --port2 Q (pingpong, bulk, connstorm; one thread) the load
  * alternates between two servers, P and Q, in slices of --slice seconds,
@@ -31,7 +39,11 @@
  * same machine, so the median of those ratios holds still where the
  * ratio of two separate runs does not.  --warmup and --duration are then
  * rounded to whole pairs, and RESULT carries rate2=, ratio= (the median
- * pair ratio) and each pair's ratio in ratios=.
+ * pair ratio), the second server's latency (p50_us2= ...), errors= (both
+ * servers': either makes the comparison void) with errors2= (Q's), work=
+ * and work2= (all each server did, warm-up and drains included, in
+ * requests, bytes or connections: what its CPU time is divided by for
+ * its cost per unit) and each pair's ratio in ratios=.
  *
  * Exit status 0 without errors, 1 with, 2 on a usage error.
  */
@@ -64,9 +76,15 @@ static struct {
 /* How long a slice waits for its work in flight before it gives up. */
 #define DRAIN_MAX 10.0
 
-/* Latency histogram: 1 us buckets below 1 ms, 1 ms buckets up to 10 s. */
-#define FINE 1000
-#define NBUCKETS (FINE + 10000)
+/* Latency histogram: 1 us buckets below 1 ms, 10 us below 100 ms, 1 ms
+   up to 10 s: within 1% of the latency from 100 us up. */
+#define TIER1 1000                    /* buckets 0 .. 999: 1 us */
+#define TIER2 (TIER1 + 9900)          /* .. 10,899: 10 us, 1 ms to 100 ms */
+#define NBUCKETS (TIER2 + 9900)       /* .. 20,799: 1 ms, 100 ms to 10 s */
+
+/* The byte pattern, one 256-byte cycle and a message's worth more, so
+   that any stretch of it is one pointer: wave + (start & 255). */
+static unsigned char wave[65536 + 256];
 
 typedef struct conn {
   int fd, id;
@@ -80,17 +98,16 @@ typedef struct conn {
 typedef struct worker {
   pthread_t thread;
   struct sockaddr_in addr;   /* its server */
-  int ep, first, count;  /* its connections: ids first .. first+count-1 */
+  int ep, count;          /* its connections: conns[0 .. count-1] */
   conn *conns;
   uint64_t done, errors;
-  double bytes;
+  double bytes, work;     /* work: everything done, counted or not */
   uint64_t hist[NBUCKETS];
   double max_us;
 } worker;
 
 /* Work that starts before t_count or ends after t_end is not counted. */
 static double t_start, t_count, t_end;
-static volatile int holding = 1;
 
 static double now(void) {
   struct timespec ts;
@@ -109,18 +126,28 @@ static void error_once(worker *w, const char *what, int err) {
   if (w->errors++ == 0) fprintf(stderr, "loadgen: %s: %s\n", what, err ? strerror(err) : "");
 }
 
+/* A round trip from t0 to t1, counted where the rate counts it. */
 static void record(worker *w, double t0, double t1) {
-  if (t0 < t_count) return;   /* warming up */
+  if (t0 < t_count || t1 >= t_end) return;   /* warming up, or draining */
   double us = (t1 - t0) * 1e6;
-  size_t b = us < FINE ? (size_t)us : FINE + (size_t)(us / 1000);
+  size_t b = us < 1000 ? (size_t)us
+           : us < 100000 ? TIER1 + (size_t)((us - 1000) / 10)
+           : TIER2 + (size_t)((us - 100000) / 1000);
   if (b >= NBUCKETS) b = NBUCKETS - 1;
   w->hist[b]++;
   if (us > w->max_us) w->max_us = us;
 }
 
-/* The expected byte at position i of message seq on connection id. */
-static unsigned char pattern(int id, uint64_t seq, size_t i) {
-  return (unsigned char)(id * 7 + seq * 13 + i);
+/* The lower bound of bucket b, in microseconds. */
+static double bucket_us(int b) {
+  if (b < TIER1) return b;
+  if (b < TIER2) return 1000 + (double)(b - TIER1) * 10;
+  return 100000 + (double)(b - TIER2) * 1000;
+}
+
+/* The expected bytes from position i of message seq on connection id. */
+static const unsigned char *pattern(int id, uint64_t seq, size_t i) {
+  return wave + (((unsigned)id * 7 + seq * 13 + i) & 255);
 }
 
 static int open_conn(const worker *w, int block) {
@@ -142,11 +169,11 @@ static void watch(worker *w, conn *c, int op, uint32_t events) {
   epoll_ctl(w->ep, op, c->fd, &ev);
 }
 
-static void send_message(worker *w, conn *c, char *buf) {
-  for (int i = 0; i < cfg.size; i++) buf[i] = (char)pattern(c->id, c->seq, (size_t)i);
+static void send_message(worker *w, conn *c) {
   c->got = 0;
   c->t0 = now();
-  if (send(c->fd, buf, (size_t)cfg.size, MSG_NOSIGNAL) != cfg.size) error_once(w, "send", errno);
+  if (send(c->fd, pattern(c->id, c->seq, 0), (size_t)cfg.size, MSG_NOSIGNAL) != cfg.size)
+    error_once(w, "send", errno);
 }
 
 /* Reads what is there; checks it against the message; 1 when whole. */
@@ -157,16 +184,15 @@ static int read_echo(worker *w, conn *c, char *buf) {
     error_once(w, n == 0 ? "server closed a connection" : "recv", n == 0 ? 0 : errno);
     return -1;
   }
-  for (ssize_t i = 0; i < n; i++)
-    if ((unsigned char)buf[i] != pattern(c->id, c->seq, c->got + (size_t)i)) {
-      error_once(w, "echo differs from what was sent", 0);
-      return -1;
-    }
+  if (memcmp(buf, pattern(c->id, c->seq, c->got), (size_t)n) != 0) {
+    error_once(w, "echo differs from what was sent", 0);
+    return -1;
+  }
   c->got += (size_t)n;
   return c->got == (size_t)cfg.size;
 }
 
-static void reconnect(worker *w, conn *c, char *buf) {
+static void reconnect(worker *w, conn *c) {
   close(c->fd);
   c->fd = open_conn(w, 1);
   if (c->fd < 0) {
@@ -175,7 +201,7 @@ static void reconnect(worker *w, conn *c, char *buf) {
   }
   c->seq++;
   watch(w, c, EPOLL_CTL_ADD, EPOLLIN);
-  send_message(w, c, buf);
+  send_message(w, c);
 }
 
 /* Each run below starts its connections' work, stops starting new work
@@ -190,7 +216,7 @@ static void run_pingpong(worker *w, char *buf, double t_stop) {
   for (int i = 0; i < w->count; i++) {
     conn *c = &w->conns[i];
     if (c->fd < 0) continue;
-    send_message(w, c, buf);
+    send_message(w, c);
     busy++;
   }
   while (busy > 0) {
@@ -203,14 +229,15 @@ static void run_pingpong(worker *w, char *buf, double t_stop) {
       conn *c = evs[i].data.ptr;
       int r = read_echo(w, c, buf);
       if (r < 0) {
-        reconnect(w, c, buf);   /* sends the next message on a new connection */
+        reconnect(w, c);   /* sends the next message on a new connection */
         if (c->fd < 0) busy--;
       } else if (r == 1) {
         double t = now();
         record(w, c->t0, t);
         if (c->t0 >= t_count && t < t_end) w->done++;
+        w->work++;
         c->seq++;
-        if (t < t_stop) send_message(w, c, buf);
+        if (t < t_stop) send_message(w, c);
         else busy--;
       }
     }
@@ -222,7 +249,6 @@ static void run_pingpong(worker *w, char *buf, double t_stop) {
 static void run_bulk(worker *w, char *buf, double t_stop) {
   struct epoll_event evs[512];
   size_t window = 2 * (size_t)cfg.size;
-  char *out = malloc((size_t)cfg.size);
   int busy = 0, stopping = 0;
   for (int i = 0; i < w->count; i++) {
     conn *c = &w->conns[i];
@@ -262,14 +288,12 @@ static void run_bulk(worker *w, char *buf, double t_stop) {
           busy--;
           continue;
         }
-        for (ssize_t j = 0; j < k; j++)
-          if ((unsigned char)buf[j] != pattern(c->id, 0, c->got + (size_t)j)) {
-            error_once(w, "echo differs from what was sent", 0);
-            break;
-          }
+        if (k > 0 && memcmp(buf, pattern(c->id, 0, c->got), (size_t)k) != 0)
+          error_once(w, "echo differs from what was sent", 0);
         if (k > 0) {
           double tk = now();
           c->got += (size_t)k;
+          w->work += (double)k;
           if (tk >= t_count && tk < t_end) w->bytes += (double)k;
         }
       }
@@ -284,8 +308,7 @@ static void run_bulk(worker *w, char *buf, double t_stop) {
       if (c->put - c->got < window) {
         size_t len = (size_t)cfg.size;
         if (len > window - (c->put - c->got)) len = window - (c->put - c->got);
-        for (size_t j = 0; j < len; j++) out[j] = (char)pattern(c->id, 0, c->put + j);
-        ssize_t k = send(c->fd, out, len, MSG_NOSIGNAL);
+        ssize_t k = send(c->fd, pattern(c->id, 0, c->put), len, MSG_NOSIGNAL);
         if (k > 0) c->put += (size_t)k;
         else if (k < 0 && errno != EAGAIN) error_once(w, "send", errno);
       }
@@ -293,7 +316,6 @@ static void run_bulk(worker *w, char *buf, double t_stop) {
       watch(w, c, EPOLL_CTL_MOD, EPOLLIN | (c->put - c->got < window ? EPOLLOUT : 0));
     }
   }
-  free(out);
 }
 
 /* connstorm: connect, send, read the echo, close, and again. */
@@ -339,7 +361,7 @@ static void run_connstorm(worker *w, char *buf, double t_stop) {
         }
         double t0 = c->t0;
         watch(w, c, EPOLL_CTL_MOD, EPOLLIN);
-        send_message(w, c, buf);
+        send_message(w, c);
         c->t0 = t0;
         continue;
       }
@@ -349,6 +371,7 @@ static void run_connstorm(worker *w, char *buf, double t_stop) {
       if (r == 1) {
         record(w, c->t0, t);
         if (c->t0 >= t_count && t < t_end) w->done++;
+        w->work++;
       }
       /* Close with a reset: thousands of cycles a second would otherwise
          fill the port range with TIME_WAIT sockets within the run. */
@@ -391,12 +414,12 @@ static void run_idle(worker *w, char *buf) {
           continue;
         }
         watch(w, c, EPOLL_CTL_MOD, EPOLLIN);
-      } else if (recv(c->fd, buf, 1, 0) == 1) {
+      } else if (recv(c->fd, buf, 1, 0) == 1 && buf[0] == '!') {
         w->done++;
         watch(w, c, EPOLL_CTL_DEL, 0);
         pending--;
       } else {
-        error_once(w, "idle connection closed", errno);
+        error_once(w, "idle connection closed or echoed wrong", errno);
         watch(w, c, EPOLL_CTL_DEL, 0);
         pending--;
       }
@@ -432,10 +455,11 @@ static void run(worker *w, char *buf, double t_stop) {
   }
 }
 
+/* A thread's work: its connections are open already (setup, before the
+   clock starts). */
 static void *work(void *arg) {
   worker *w = arg;
   char *buf = malloc(65536);
-  setup(w);
   run(w, buf, t_end);
   free(buf);
   return NULL;
@@ -445,9 +469,24 @@ static double percentile(const uint64_t *hist, uint64_t total, double p) {
   uint64_t want = (uint64_t)((double)total * p), seen = 0;
   for (int b = 0; b < NBUCKETS; b++) {
     seen += hist[b];
-    if (seen > want) return b < FINE ? b : (double)(b - FINE) * 1000;
+    if (seen > want) return bucket_us(b);
   }
   return 0;
+}
+
+/* A whole number or a decimal, all of v, or a usage error. */
+static long whole(const char *v) {
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (*v == '\0' || *end != '\0') usage();
+  return n;
+}
+
+static double decimal(const char *v) {
+  char *end;
+  double x = strtod(v, &end);
+  if (*v == '\0' || *end != '\0') usage();
+  return x;
 }
 
 static void parse(int argc, char **argv) {
@@ -456,14 +495,14 @@ static void parse(int argc, char **argv) {
     if (strcmp(a, "--hold-until-stdin-eof") == 0) { cfg.hold_stdin = 1; continue; }
     if (!v) usage();
     if (strcmp(a, "--host") == 0) cfg.host = v;
-    else if (strcmp(a, "--port") == 0) cfg.port = atoi(v);
-    else if (strcmp(a, "--port2") == 0) cfg.port2 = atoi(v);
-    else if (strcmp(a, "--slice") == 0) cfg.slice = atof(v);
-    else if (strcmp(a, "--conns") == 0) cfg.conns = atoi(v);
-    else if (strcmp(a, "--size") == 0) cfg.size = atoi(v);
-    else if (strcmp(a, "--duration") == 0) cfg.duration = atof(v);
-    else if (strcmp(a, "--warmup") == 0) cfg.warmup = atof(v);
-    else if (strcmp(a, "--threads") == 0) cfg.threads = atoi(v);
+    else if (strcmp(a, "--port") == 0) cfg.port = (int)whole(v);
+    else if (strcmp(a, "--port2") == 0) cfg.port2 = (int)whole(v);
+    else if (strcmp(a, "--slice") == 0) cfg.slice = decimal(v);
+    else if (strcmp(a, "--conns") == 0) cfg.conns = (int)whole(v);
+    else if (strcmp(a, "--size") == 0) cfg.size = (int)whole(v);
+    else if (strcmp(a, "--duration") == 0) cfg.duration = decimal(v);
+    else if (strcmp(a, "--warmup") == 0) cfg.warmup = decimal(v);
+    else if (strcmp(a, "--threads") == 0) cfg.threads = (int)whole(v);
     else if (strcmp(a, "--mode") == 0) {
       if (strcmp(v, "pingpong") == 0) cfg.mode = PINGPONG;
       else if (strcmp(v, "bulk") == 0) cfg.mode = BULK;
@@ -484,7 +523,10 @@ static void parse(int argc, char **argv) {
 static void address(struct sockaddr_in *addr, int port) {
   addr->sin_family = AF_INET;
   addr->sin_port = htons((uint16_t)port);
-  if (inet_pton(AF_INET, cfg.host, &addr->sin_addr) != 1) usage();
+  if (inet_pton(AF_INET, cfg.host, &addr->sin_addr) != 1) {
+    fprintf(stderr, "loadgen: --host takes a numeric IPv4 address, not '%s'\n", cfg.host);
+    exit(2);
+  }
 }
 
 static const char *const modes[] = { "pingpong", "bulk", "connstorm", "idle" };
@@ -542,23 +584,31 @@ static int alternate(worker *ws) {
     ratio[i] = p > 0 ? rate[1][i] / p : 0;
   }
   uint64_t errors = ws[0].errors + ws[1].errors;
+  const char *wunit = cfg.mode == BULK ? "bytes" : cfg.mode == CONNSTORM ? "conns" : "requests";
   double r0 = median(rate[0], pairs + 1), r1 = median(rate[1], pairs), q = median(ratio, pairs);
   uint64_t n0 = total_of(ws[0].hist), n1 = total_of(ws[1].hist);
   printf("%s: %d connections, %d-byte messages, %d pairs of %.2f s slices after %d warm-up pairs\n",
          modes[cfg.mode], cfg.conns, cfg.size, pairs, cfg.slice, warm);
-  for (int g = 0; g < 2; g++)
-    printf("port %d: %.1f %s (median slice), latency p50 %.0f us, p99 %.0f us\n",
-           g ? cfg.port2 : cfg.port, g ? r1 : r0, units[cfg.mode],
-           percentile(ws[g].hist, g ? n1 : n0, 0.5), percentile(ws[g].hist, g ? n1 : n0, 0.99));
+  for (int g = 0; g < 2; g++) {
+    printf("port %d: %.1f %s (median slice), %.0f %s in all, %llu errors", g ? cfg.port2 : cfg.port,
+           g ? r1 : r0, units[cfg.mode], ws[g].work, wunit, (unsigned long long)ws[g].errors);
+    if (cfg.mode != BULK)
+      printf(", latency p50 %.0f us, p99 %.0f us, max %.0f us",
+             percentile(ws[g].hist, g ? n1 : n0, 0.5), percentile(ws[g].hist, g ? n1 : n0, 0.99),
+             ws[g].max_us);
+    printf("\n");
+  }
   printf("port %d / port %d: median %.3f of pairs", cfg.port2, cfg.port, q);
   for (int p = 0; p < pairs; p++) printf(" %.3f", ratio[p]);
-  printf("\n%llu errors\n", (unsigned long long)errors);
-  printf("RESULT mode=%s conns=%d size=%d rate=%.1f rate2=%.1f ratio=%.4f unit=%s p50_us=%.0f "
-         "p99_us=%.0f p50_us2=%.0f p99_us2=%.0f errors=%llu ratios=",
-         modes[cfg.mode], cfg.conns, cfg.size, r0, r1, q, units[cfg.mode],
-         percentile(ws[0].hist, n0, 0.5), percentile(ws[0].hist, n0, 0.99),
-         percentile(ws[1].hist, n1, 0.5), percentile(ws[1].hist, n1, 0.99),
-         (unsigned long long)errors);
+  printf("\n");
+  printf("RESULT mode=%s conns=%d size=%d rate=%.1f rate2=%.1f ratio=%.4f unit=%s ",
+         modes[cfg.mode], cfg.conns, cfg.size, r0, r1, q, units[cfg.mode]);
+  if (cfg.mode != BULK)
+    printf("p50_us=%.0f p99_us=%.0f max_us=%.0f p50_us2=%.0f p99_us2=%.0f max_us2=%.0f ",
+           percentile(ws[0].hist, n0, 0.5), percentile(ws[0].hist, n0, 0.99), ws[0].max_us,
+           percentile(ws[1].hist, n1, 0.5), percentile(ws[1].hist, n1, 0.99), ws[1].max_us);
+  printf("work=%.0f work2=%.0f errors=%llu errors2=%llu ratios=", ws[0].work, ws[1].work,
+         (unsigned long long)errors, (unsigned long long)ws[1].errors);
   for (int p = 0; p < pairs; p++) printf("%s%.4f", p ? "," : "", ratio[p]);
   printf("\n");
   free(buf);
@@ -571,6 +621,7 @@ static int alternate(worker *ws) {
 int main(int argc, char **argv) {
   struct rlimit rl;
   parse(argc, argv);
+  for (size_t i = 0; i < sizeof wave; i++) wave[i] = (unsigned char)i;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {   /* thousands of connections */
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
@@ -589,18 +640,18 @@ int main(int argc, char **argv) {
   worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
   conn *conns = calloc((size_t)cfg.conns, sizeof *conns);
   for (int i = 0; i < cfg.conns; i++) conns[i].id = i;
+  for (int t = 0, first = 0; t < cfg.threads; t++) {
+    address(&ws[t].addr, cfg.port);
+    ws[t].count = cfg.conns / cfg.threads + (t < cfg.conns % cfg.threads);
+    ws[t].conns = conns + first;
+    first += ws[t].count;
+    setup(&ws[t]);   /* connections opened before the clock starts */
+  }
   t_start = now();
   t_count = t_start + cfg.warmup;
   t_end = t_count + cfg.duration;
   if (cfg.mode == IDLE) t_end = t_start + 3600;
-  for (int t = 0, first = 0; t < cfg.threads; t++) {
-    address(&ws[t].addr, cfg.port);
-    ws[t].first = first;
-    ws[t].count = cfg.conns / cfg.threads + (t < cfg.conns % cfg.threads);
-    ws[t].conns = conns + first;
-    first += ws[t].count;
-    pthread_create(&ws[t].thread, NULL, work, &ws[t]);
-  }
+  for (int t = 0; t < cfg.threads; t++) pthread_create(&ws[t].thread, NULL, work, &ws[t]);
   uint64_t done = 0, errors = 0;
   double bytes = 0, max_us = 0;
   static uint64_t hist[NBUCKETS];
@@ -629,12 +680,17 @@ int main(int argc, char **argv) {
   double rate = cfg.mode == BULK ? bytes / cfg.duration / (1024 * 1024) : (double)done / cfg.duration;
   printf("%s: %d connections, %d-byte messages, %.1f s after %.1f s warm-up\n",
          modes[cfg.mode], cfg.conns, cfg.size, cfg.duration, cfg.warmup);
-  printf("%.1f %s, latency p50 %.0f us, p99 %.0f us, max %.0f us, %llu errors\n", rate,
-         units[cfg.mode], percentile(hist, total, 0.5), percentile(hist, total, 0.99), max_us,
-         (unsigned long long)errors);
-  printf("RESULT mode=%s conns=%d size=%d rate=%.1f unit=%s p50_us=%.0f p99_us=%.0f max_us=%.0f "
-         "errors=%llu\n", modes[cfg.mode], cfg.conns, cfg.size, rate, units[cfg.mode],
-         percentile(hist, total, 0.5), percentile(hist, total, 0.99), max_us,
-         (unsigned long long)errors);
+  if (cfg.mode == BULK)
+    printf("%.1f %s, %llu errors\n", rate, units[cfg.mode], (unsigned long long)errors);
+  else
+    printf("%.1f %s, latency p50 %.0f us, p99 %.0f us, max %.0f us, %llu errors\n", rate,
+           units[cfg.mode], percentile(hist, total, 0.5), percentile(hist, total, 0.99), max_us,
+           (unsigned long long)errors);
+  printf("RESULT mode=%s conns=%d size=%d rate=%.1f unit=%s ", modes[cfg.mode], cfg.conns,
+         cfg.size, rate, units[cfg.mode]);
+  if (cfg.mode != BULK)
+    printf("p50_us=%.0f p99_us=%.0f max_us=%.0f ", percentile(hist, total, 0.5),
+           percentile(hist, total, 0.99), max_us);
+  printf("errors=%llu\n", (unsigned long long)errors);
   return errors ? 1 : 0;
 }

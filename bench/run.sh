@@ -106,21 +106,34 @@ stop() {
   pids=("${kept[@]}")   # cleanup must not signal a number the system reuses
 }
 
+# cputicks PID: the user and system time a process has used, in ticks.
+cputicks() { awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0; }
+
 # compare A B MODE CONNS SIZE SLICE PAIRS: the load generator alternating
-# between the started servers A and B; sets RATE_A, RATE_B, RATIO (B / A)
-# and RATIOS (each slice's, comma-separated).
+# between the started servers A and B; sets RATE_A, RATE_B, RATIO (B / A),
+# RATIOS (each slice's, comma-separated), ERRORS (a load generator that
+# printed no result counts as one), and CPU: A's processor time per unit
+# of work over B's (the work, all each did; above 1, B costs less).  Where
+# the load generator, not the server, is what runs out of processor (bulk
+# and connect-storm can be, on two cores: a loopback connection's
+# handshake runs on the connecting core), the rates say little about the
+# servers and CPU says what each request cost them.
 compare() {
   local a=$1 b=$2 mode=$3 conns=$4 size=$5 slice=$6 pairs=$7 out
-  local pa="PORT_$a" pb="PORT_$b"
+  local pa="PORT_$a" pb="PORT_$b" ida="PID_$a" idb="PID_$b" ca cb
+  ca=$(cputicks "${!ida}"); cb=$(cputicks "${!idb}")
   out=$(taskset -c $CLIENT_CPU $LOADGEN --host 127.0.0.1 --port "${!pa}" --port2 "${!pb}" \
         --mode "$mode" --conns "$conns" --size "$size" --slice "$slice" --warmup $WARMUP \
         --duration "$(awk -v s="$slice" -v p="$pairs" 'BEGIN { print 2 * s * p }')" \
         2>>"$tmp/loadgen.err" | tail -1) || true
-  echo "$a/$b $out" >>"$tmp/raw"
+  ca=$(( $(cputicks "${!ida}") - ca )); cb=$(( $(cputicks "${!idb}") - cb ))
+  echo "$a/$b $out cpu_ticks=$ca cpu_ticks2=$cb" >>"$tmp/raw"
   field() { echo "$out" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
   RATE_A=$(field rate); RATE_B=$(field rate2); RATIO=$(field ratio); RATIOS=$(field ratios)
   ERRORS=$(field errors)
-  RATE_A=${RATE_A:-0}; RATE_B=${RATE_B:-0}; RATIO=${RATIO:-0}; ERRORS=${ERRORS:-0}
+  RATE_A=${RATE_A:-0}; RATE_B=${RATE_B:-0}; RATIO=${RATIO:-0}; ERRORS=${ERRORS:-1}
+  CPU=$(awk -v ca="$ca" -v cb="$cb" -v wa="$(field work)" -v wb="$(field work2)" \
+        'BEGIN { if (ca > 0 && cb > 0 && wa > 0 && wb > 0) printf "%.2f", (ca / wa) / (cb / wb); else print "-" }')
 }
 
 # idle_rss NAME: RSS per held connection, in bytes, above the empty
@@ -151,8 +164,8 @@ idle_rss() {
   echo $(( (after - before) * 1024 / (${got:-0} > 0 ? got : 1) )) $(( ${errs:-1} + n - ${got:-0} ))
 }
 
-printf '%-24s %14s %14s %8s  %-12s %s\n' scenario "C reference" reverb "reverb/C" bar unit |
-  tee bench/results.txt
+printf '%-24s %14s %14s %8s %8s  %-12s %s\n' scenario "C reference" reverb "reverb/C" \
+  "cpu C/R" bar unit | tee bench/results.txt
 declare -A unit=([pingpong]="req/s" [bulk]="MiB/s" [connstorm]="conn/s")
 # The issue's bars for reverb serve, as the least ratio to C (the idle
 # bar, in bytes, is checked where it is measured).  Other rows report.
@@ -165,16 +178,17 @@ check() {
   if [ "$2" = 1 ]; then held=$((held + 1)); b="$3 holds"; else missed+=("$1"); b="$3 MISSED"; fi
 }
 chart="$tmp/chart.dat"
-# row LABEL C R RATIO UNIT [BAR]: a line of the table.  A run in which
-# the load generator counted errors (a refused or reset connection, a
-# wrong echo) measured something else: its bar does not hold.
+# row LABEL C R RATIO UNIT [BAR]: a line of the table, with CPU beside
+# the ratio.  A run in which the load generator counted errors (a refused
+# or reset connection, a wrong echo) measured something else: its bar
+# does not hold.
 row() {
   local u=$5
   b=""
   [ "${ERRORS:-0}" != 0 ] && u="$u; $ERRORS load generator ERRORS"
   [ -n "${6:-}" ] && check "$1" "$(awk -v r="$4" -v b="$6" -v e="${ERRORS:-0}" \
     'BEGIN { print (r >= b && e == 0) }')" ">=$6"
-  printf '%-24s %14s %14.0f %7.2fx  %-12s %s\n' "$1" "$2" "$3" "$4" "$b" "$u" |
+  printf '%-24s %14s %14.0f %7.2fx %8s  %-12s %s\n' "$1" "$2" "$3" "$4" "${CPU:--}" "$b" "$u" |
     tee -a bench/results.txt
 }
 # skipped LABEL [BAR]: a scenario the descriptor limit does not allow.
@@ -237,24 +251,31 @@ if [ $QUICK = 0 ]; then
   start reverb
   start workers2
   compare reverb workers2 pingpong 50 64 0.2 15
-  row "--workers 2, 50 conns" "" "$RATE_B" "$RATIO" \
+  CPU=-   # the supervisor's PID: its workers' time is not in it
+  row "--workers 2, 50 conns" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" \
     "req/s, ratio to one pinned reverb (one worker shares the load generator's core)"
   stop reverb
   stop workers2
   if fits 10000; then
-    read -r cr cerr <<<"$(idle_rss c)"
-    read -r rr rerr <<<"$(idle_rss reverb)"
+    # idle_rss runs in a subshell, where a server that failed to start
+    # only ends that subshell: a figure that is not a number is a failure.
+    read -r cr cerr <<<"$(idle_rss c)" || true
+    read -r rr rerr <<<"$(idle_rss reverb)" || true
+    measured() { [[ ${1:-} =~ ^[0-9]+$ && ${2:-} =~ ^[0-9]+$ ]]; }
+    measured "${cr:-}" "${cerr:-}" || { cr=failed; cerr=1; }
+    measured "${rr:-}" "${rerr:-}" || { rr=failed; rerr=1; }
     note="bytes RSS per connection"
-    [ $(( cerr + rerr )) != 0 ] && note="$note; $(( cerr + rerr )) load generator ERRORS"
-    check "idle 10000 conns" "$(( rr <= 3072 && rerr == 0 ))" "<=3072"
-    printf '%-24s %14s %14s %8s  %-12s %s\n' "idle 10000 conns" "$cr" "$rr" "" "$b" "$note" |
+    [ $(( cerr + rerr )) != 0 ] && note="$note; $(( cerr + rerr )) load generator ERRORS or a failed measurement"
+    check "idle 10000 conns" "$( [ "$rr" != failed ] && [ "$rerr" = 0 ] && [ "$rr" -le 3072 ] && echo 1 || echo 0)" "<=3072"
+    printf '%-24s %14s %14s %8s %8s  %-12s %s\n' "idle 10000 conns" "$cr" "$rr" "" "" "$b" "$note" |
       tee -a bench/results.txt
   else
     skipped "idle 10000 conns" "<=3072"
   fi
 fi
 
-errors=$(grep -c 'errors=[1-9]' "$tmp/raw" || true)
+# A run with errors, or one whose load generator printed no result.
+errors=$(grep -c -e 'errors=[1-9]' -e '^[^ ]*  *cpu_ticks=' "$tmp/raw" || true)
 {
   echo
   echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
