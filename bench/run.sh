@@ -253,7 +253,7 @@ if [ $QUICK = 0 ]; then
   compare reverb workers2 pingpong 50 64 0.2 15
   CPU=-   # the supervisor's PID: its workers' time is not in it
   row "--workers 2, 50 conns" "$(printf '%.0f' "$RATE_A")" "$RATE_B" "$RATIO" \
-    "req/s, ratio to one pinned reverb (one worker shares the load generator's core)"
+    "req/s; the first column and the ratio: one pinned reverb serve (a worker shares the load generator's core)"
   stop reverb
   stop workers2
   if fits 10000; then

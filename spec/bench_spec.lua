@@ -39,6 +39,15 @@ function TestBench.test_loadgen_alternates_between_c_echo_and_reverb_serve()
     lu.assertEquals(r.errors, "0", out)
     lu.assertTrue(tonumber(r.rate) > 0 and tonumber(r.rate2) > 0, out)
     lu.assertTrue(tonumber(r.ratio) > 0, out)
+    -- what each server did in all, which run.sh divides its CPU time by
+    lu.assertTrue(tonumber(r.work) > 0 and tonumber(r.work2) > 0, out)
+    lu.assertEquals(r.errors2, "0", out)
+    if mode ~= "bulk" then   -- round trips: latency for both servers
+      lu.assertTrue(tonumber(r.max_us) >= tonumber(r.p99_us), out)
+      lu.assertTrue(tonumber(r.max_us2) >= tonumber(r.p99_us2), out)
+    else
+      lu.assertNil(r.p50_us, out)
+    end
     local _, commas = r.ratios:gsub(",", "")
     lu.assertEquals(commas + 1, 4, "one ratio per pair: " .. out)
   end
