@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -288,10 +289,10 @@ static void run_bulk(worker *w, char *buf, double t_stop) {
           busy--;
           continue;
         }
-        if (k > 0 && memcmp(buf, pattern(c->id, 0, c->got), (size_t)k) != 0)
-          error_once(w, "echo differs from what was sent", 0);
         if (k > 0) {
           double tk = now();
+          if (memcmp(buf, pattern(c->id, 0, c->got), (size_t)k) != 0)
+            error_once(w, "echo differs from what was sent", 0);
           c->got += (size_t)k;
           w->work += (double)k;
           if (tk >= t_count && tk < t_end) w->bytes += (double)k;
@@ -474,12 +475,13 @@ static double percentile(const uint64_t *hist, uint64_t total, double p) {
   return 0;
 }
 
-/* A whole number or a decimal, all of v, or a usage error. */
-static long whole(const char *v) {
+/* A whole number from 0 to INT_MAX or a decimal, all of v, or a usage
+   error. */
+static int whole(const char *v) {
   char *end;
   long n = strtol(v, &end, 10);
-  if (*v == '\0' || *end != '\0') usage();
-  return n;
+  if (*v == '\0' || *end != '\0' || n < 0 || n > INT_MAX) usage();
+  return (int)n;
 }
 
 static double decimal(const char *v) {
@@ -495,14 +497,14 @@ static void parse(int argc, char **argv) {
     if (strcmp(a, "--hold-until-stdin-eof") == 0) { cfg.hold_stdin = 1; continue; }
     if (!v) usage();
     if (strcmp(a, "--host") == 0) cfg.host = v;
-    else if (strcmp(a, "--port") == 0) cfg.port = (int)whole(v);
-    else if (strcmp(a, "--port2") == 0) cfg.port2 = (int)whole(v);
+    else if (strcmp(a, "--port") == 0) cfg.port = whole(v);
+    else if (strcmp(a, "--port2") == 0) cfg.port2 = whole(v);
     else if (strcmp(a, "--slice") == 0) cfg.slice = decimal(v);
-    else if (strcmp(a, "--conns") == 0) cfg.conns = (int)whole(v);
-    else if (strcmp(a, "--size") == 0) cfg.size = (int)whole(v);
+    else if (strcmp(a, "--conns") == 0) cfg.conns = whole(v);
+    else if (strcmp(a, "--size") == 0) cfg.size = whole(v);
     else if (strcmp(a, "--duration") == 0) cfg.duration = decimal(v);
     else if (strcmp(a, "--warmup") == 0) cfg.warmup = decimal(v);
-    else if (strcmp(a, "--threads") == 0) cfg.threads = (int)whole(v);
+    else if (strcmp(a, "--threads") == 0) cfg.threads = whole(v);
     else if (strcmp(a, "--mode") == 0) {
       if (strcmp(v, "pingpong") == 0) cfg.mode = PINGPONG;
       else if (strcmp(v, "bulk") == 0) cfg.mode = BULK;
