@@ -229,12 +229,13 @@ static int s_getstats(lua_State *L) {
   return 3;
 }
 
-/* new(socket [, max_line [, timeout]]) -> the state of a new stream,
-   which stream.lua keeps at index 1 of the stream table. */
+/* new(socket [, max_line [, timeout [, accepted]]]) -> the state of a
+   new stream, which stream.lua keeps at index 1 of the stream table. */
 static int s_new(lua_State *L) {
   rv_socket *sock = (rv_socket *)luaL_checkudata(L, 1, RV_SOCKET);
   lua_Integer max_line = luaL_optinteger(L, 2, MAX_LINE);
   lua_Number timeout = luaL_optnumber(L, 3, -1);
+  int accepted = lua_toboolean(L, 4);
   rv_stream *s;
   luaL_argcheck(L, max_line >= 1, 2, "must be positive");
   s = (rv_stream *)lua_newuserdatauv(L, sizeof *s, 2);
@@ -247,7 +248,14 @@ static int s_new(lua_State *L) {
   s->timeout = timeout;
   s->born = rv_now();
   s->parked_fd = -1;
-  s->rready = s->wready = 1;   /* try first: a recv or send says if not */
+  /* A read or send is tried first, and says if it would block; but a
+     just-accepted connection's data usually comes after the accept, so
+     its first read waits for epoll instead (which reports data already
+     there when the socket is added), as nginx waits for a new
+     connection's first read event: a recv that said EAGAIN was a third
+     of a connect-storm connection's recvs. */
+  s->rready = !accepted;
+  s->wready = 1;
   lua_pushvalue(L, lua_upvalueindex(UV_MT));
   lua_setmetatable(L, -2);
   /* What the pointers above point into lives as long as the state: a

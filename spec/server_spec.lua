@@ -26,6 +26,46 @@ function TestServer.test_serve_on_any_free_port_and_echo()
   lu.assertEquals(c:read_line(), "hello")
 end
 
+--- A client's data usually comes after the server accepted it: the
+--- first read of an accepted connection waits for epoll instead of
+--- paying a recv that says EAGAIN (a third of a connect-storm
+--- connection's recvs). The server is traced in a process of its own;
+--- each client here sends only once the server has accepted it.
+function TestServer.test_an_accepted_connection_makes_no_recv_that_says_eagain()
+  if not H.can_strace() then return lu.skip("strace cannot trace here") end
+  local script = H.file([[
+local reverb = require "reverb"
+local closed = 0
+local srv
+srv = reverb.serve({ port = 0, on_close = function()
+  closed = closed + 1
+  if closed == 5 then srv:close() reverb.stop() end
+end }, function(conn) conn:pipe(conn) end)
+print("port " .. srv.port)
+io.stdout:flush()
+reverb.run()
+]], ".lua")
+  local trace = H.tmpname()
+  local pid, out = H.start(("exec strace -f -e trace=recvfrom -o %s %s %s")
+    :format(trace, H.LUA, script))
+  local port = tonumber((H.await_output(out, "port (%d+)")))
+  H.within(10, function()
+    for i = 1, 5 do
+      local c <close> = H.connect("127.0.0.1", port)
+      reverb.sleep(0.02)   -- the server accepts before the data comes
+      c:write("hello " .. i)
+      lu.assertEquals(c:read(7), "hello " .. i)
+    end
+  end)
+  lu.assertTrue(H.wait_exit(pid, 5), "the server did not stop")
+  local calls = H.slurp(trace)
+  lu.assertStrContains(calls, '"hello 5')   -- (the trace is of the right reads)
+  lu.assertNotStrContains(calls, "EAGAIN")
+  os.remove(trace)
+  os.remove(script)
+  os.remove(out)
+end
+
 function TestServer.test_hundreds_of_concurrent_clients_each_get_their_own_echo()
   local srv <close> = reverb.serve(0, echo_lines)
   local N, ok = 300, 0

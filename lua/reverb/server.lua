@@ -116,7 +116,7 @@ local function start_client(srv, c, host, port)
   else
     peer = srv.unix
   end
-  local conn = stream.new(c, peer, srv.stream_opts)
+  local conn = stream.new(c, peer, srv.stream_opts, true)
   conn:settimeout(srv.idle_timeout)
   loop.spawn_pooled(client_main, srv, conn)
   add_client(srv, conn)   -- (the task runs on the loop's next turn)

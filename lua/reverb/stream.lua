@@ -140,10 +140,12 @@ function Stream:__tostring()
 end
 
 --- Wraps a connected non-blocking socket. opts: max_line, timeout.
-local function new(sock, peer, opts)
+-- accepted (the server's): its first read waits for epoll rather than
+-- try a recv that would most often say EAGAIN.
+local function new(sock, peer, opts, accepted)
   local max_line, timeout
   if opts then max_line, timeout = opts.max_line, opts.timeout end
-  local state = C.new(sock, max_line, timeout)
+  local state = C.new(sock, max_line, timeout, accepted)
   -- The fields reverb reads are present from the start (false, not nil):
   -- a read of an unset field would fall through to Stream.__index, and
   -- the table is made at its final size, four keys (loop.watch sets fd).
